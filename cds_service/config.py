@@ -1,0 +1,58 @@
+"""Settings from CDS_* environment variables, with defaults that work on a fresh machine."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from typing import Any, Mapping
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str = "development"                 # CDS_ENV: development | production
+    knowledge_dir: str = ""                  # CDS_KNOWLEDGE_DIR: default ./knowledge beside the package
+    new_diagnosis_days: int = 0              # CDS_NEW_DIAGNOSIS_DAYS: 0 keeps knowledge/policies.toml
+    pama_qcdsm: str = ""                     # CDS_PAMA_QCDSM: "" keeps knowledge/policies.toml
+    max_body_bytes: int = 5 * 1024 * 1024    # CDS_MAX_BODY_BYTES
+    fhir_connect_timeout: float = 0.5        # CDS_FHIR_CONNECT_TIMEOUT (seconds)
+    fhir_read_timeout: float = 1.0           # CDS_FHIR_READ_TIMEOUT (seconds)
+    hook_deadline: float = 0.4               # CDS_HOOK_DEADLINE: budget for FHIR fetches per call
+    fhir_max_pages: int = 5                  # CDS_FHIR_MAX_PAGES: Condition search pages followed
+    fhir_page_size: int = 200                # CDS_FHIR_PAGE_SIZE: _count on Condition searches
+    database_url: str = ""                   # CDS_DATABASE_URL: default SQLite in the instance folder
+    trusted_issuers: str = ""                # CDS_TRUSTED_ISSUERS: JSON {issuer: JWKS URL or file}
+    allowed_algorithms: str = "ES384,RS384"  # CDS_ALLOWED_ALGORITHMS
+    public_base_url: str = ""                # CDS_PUBLIC_BASE_URL: for the JWT audience behind a proxy
+    cors_origins: str = ""                   # CDS_CORS_ORIGINS: comma-separated; "*" in development
+    jwt_leeway: int = 60                     # CDS_JWT_LEEWAY (seconds)
+    log_level: str = "INFO"                  # CDS_LOG_LEVEL
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+
+def from_env(environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        name = f"CDS_{f.name.upper()}"
+        raw = environ.get(name)
+        if raw is None or raw == "":
+            continue
+        kind = type(f.default)
+        try:
+            values[f.name] = kind(raw) if kind is not str else raw
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r}: expected {kind.__name__}") from None
+    settings = replace(Settings(), **values, **(overrides or {}))
+    if settings.env not in ("development", "production"):
+        raise ConfigError(f"CDS_ENV={settings.env!r}: expected development or production")
+    for name in ("fhir_connect_timeout", "fhir_read_timeout", "hook_deadline", "max_body_bytes",
+                 "fhir_max_pages", "fhir_page_size"):
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"CDS_{name.upper()} must be positive")
+    return settings

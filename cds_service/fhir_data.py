@@ -1,0 +1,228 @@
+"""Patient data for a hook call: prefetch first, else the EHR's FHIR server (requests).
+
+Prefetch follows CDS Hooks 2.0.1: an absent key (or one holding an OperationOutcome) was not
+supplied, so it is fetched; a null key means there is no such data; an empty Bundle is a real
+"nothing found". Only the resources the decision uses are validated with fhir.resources:
+Conditions are first filtered on their codes, so a long record costs little.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+import requests
+from fhir.resources.R4B.condition import Condition
+from fhir.resources.R4B.patient import Patient
+from pydantic import ValidationError
+
+from .knowledge import Knowledge
+
+ABSENT = object()
+
+
+class DataUnavailable(Exception):
+    """Data the decision cannot do without could not be had (answered 412)."""
+
+
+@dataclass(frozen=True)
+class PatientData:
+    patient: Any                 # fhir.resources Patient
+    conditions: tuple[Any, ...]  # fhir.resources Conditions that matter to the decision
+    gaps: tuple[str, ...]        # what was missing or skipped, for the card detail
+    fetched: bool                # whether anything came from the FHIR server
+
+
+class FetchError(Exception):
+    pass
+
+
+class FhirClient:
+    """Reads and searches on the EHR's FHIR server with one pooled session, short timeouts,
+    a per-call deadline and bounded paging. The bearer token goes only to that server."""
+
+    def __init__(self, connect_timeout: float = 0.5, read_timeout: float = 1.0, max_pages: int = 5,
+                 page_size: int = 200, session: requests.Session | None = None):
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.max_pages = max_pages
+        self.page_size = page_size
+        self.session = session or requests.Session()
+
+    def get(self, url: str, token: str | None, deadline: float, params: dict | None = None) -> dict:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0.01:
+            raise FetchError("the hook call's time budget ran out")
+        headers = {"Accept": "application/fhir+json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        timeout = (min(self.connect_timeout, remaining), min(self.read_timeout, remaining))
+        try:
+            response = self.session.get(url, params=params, headers=headers, timeout=timeout, allow_redirects=False)
+        except requests.Timeout:
+            raise FetchError("timed out") from None
+        except requests.RequestException:
+            raise FetchError("the FHIR server could not be reached") from None
+        if response.status_code in (401, 403):
+            raise FetchError(f"access was refused (HTTP {response.status_code})")
+        if response.status_code == 404:
+            raise FetchError("not found (HTTP 404)")
+        if response.status_code != 200:
+            raise FetchError(f"the FHIR server answered HTTP {response.status_code}")
+        try:
+            data = response.json()
+        except ValueError:
+            raise FetchError("the FHIR server's answer was not JSON") from None
+        if not isinstance(data, dict):
+            raise FetchError("the FHIR server's answer was not a FHIR resource")
+        return data
+
+    def read(self, base: str, path: str, token: str | None, deadline: float) -> dict:
+        return self.get(f"{base.rstrip('/')}/{path}", token, deadline)
+
+    def search(self, base: str, resource_type: str, params: dict, token: str | None,
+               deadline: float) -> tuple[list[dict], bool]:
+        """All entries' resources over the pages (up to max_pages); True if more pages were left."""
+        origin = urlsplit(base)[:2]
+        url, query = f"{base.rstrip('/')}/{resource_type}", {**params, "_count": self.page_size}
+        resources: list[dict] = []
+        for _ in range(self.max_pages):
+            bundle = self.get(url, token, deadline, query)
+            if bundle.get("resourceType") != "Bundle":
+                raise FetchError("the search did not return a Bundle")
+            resources.extend(entry_resources(bundle))
+            url, query = next_link(bundle), None
+            if not url:
+                return resources, False
+            if urlsplit(url)[:2] != origin:
+                raise FetchError("a paging link pointed away from the FHIR server")
+        return resources, True
+
+
+def entry_resources(bundle: dict) -> list[dict]:
+    entries = bundle.get("entry")
+    if not isinstance(entries, list):
+        return []
+    return [e["resource"] for e in entries if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+
+
+def next_link(bundle: dict) -> str | None:
+    for link in bundle.get("link") or ():
+        if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
+            return link["url"]
+    return None
+
+
+def first_error(resource: Any) -> str | None:
+    if isinstance(resource, dict) and resource.get("resourceType") == "OperationOutcome":
+        for issue in resource.get("issue") or ():
+            if isinstance(issue, dict):
+                text = issue.get("diagnostics") or (issue.get("details") or {}).get("text")
+                if isinstance(text, str):
+                    return text
+        return "the EHR reported an error"
+    return None
+
+
+def about_patient(resource: dict, patient_id: str) -> bool:
+    reference = (resource.get("subject") or {}).get("reference") if isinstance(resource.get("subject"), dict) else None
+    return not isinstance(reference, str) or reference == f"Patient/{patient_id}" \
+        or reference.endswith(f"/Patient/{patient_id}")
+
+
+def relevant_conditions(resources: list[dict], patient_id: str, knowledge: Knowledge,
+                        gaps: list[str]) -> list[Any]:
+    """Validate only the Conditions whose code the decision knows (ALL, excluded, symptom)."""
+    kept = []
+    for resource in resources:
+        if resource.get("resourceType") != "Condition":
+            continue
+        codings = (resource.get("code") or {}).get("coding") if isinstance(resource.get("code"), dict) else None
+        if not isinstance(codings, list) or not any(
+                isinstance(c, dict) and knowledge.diagnosis_for(c.get("system"), c.get("code")) for c in codings):
+            continue
+        name = f"Condition/{resource.get('id', '?')}"
+        if not about_patient(resource, patient_id):
+            gaps.append(f"{name} skipped: it is about another patient")
+            continue
+        try:
+            kept.append(Condition.model_validate(resource))
+        except ValidationError as exc:
+            gaps.append(f"{name} skipped: not valid FHIR R4 ({exc.errors()[0]['loc'][0]})")
+    return kept
+
+
+def parse_patient(resource: Any, patient_id: str, gaps: list[str]) -> Any:
+    if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
+        resource = next((r for r in entry_resources(resource) if r.get("resourceType") == "Patient"), None)
+    if not isinstance(resource, dict) or resource.get("resourceType") != "Patient":
+        return None
+    if resource.get("id") not in (None, patient_id):
+        gaps.append(f"Patient/{resource.get('id')} skipped: it is not the patient in context")
+        return None
+    try:
+        return Patient.model_validate(resource)
+    except ValidationError as exc:
+        gaps.append(f"Patient record skipped: not valid FHIR R4 ({exc.errors()[0]['loc'][0]})")
+        return None
+
+
+def load(prefetch: dict, patient_id: str, fhir_server: str | None, token: str | None,
+         knowledge: Knowledge, client: FhirClient, deadline: float,
+         on_fetch: Callable[[str, bool], None] = lambda kind, ok: None) -> PatientData:
+    gaps: list[str] = []
+    fetched = False
+
+    # -- the Patient: required ----------------------------------------------------------
+    raw_patient = prefetch.get("patient", ABSENT)
+    if first_error(raw_patient):
+        gaps.append(f"Patient prefetch failed in the EHR: {first_error(raw_patient)}")
+        raw_patient = ABSENT
+    patient = None
+    if raw_patient is None:
+        raise DataUnavailable("the EHR's prefetch says there is no Patient record (prefetch 'patient' is null)")
+    if raw_patient is not ABSENT:
+        patient = parse_patient(raw_patient, patient_id, gaps)
+    if patient is None:
+        if not fhir_server:
+            reason = "it was not prefetched" if raw_patient is ABSENT else "the prefetched Patient was not usable"
+            raise DataUnavailable(f"Patient/{patient_id} is required and {reason}, and no fhirServer was given")
+        try:
+            resource = client.read(fhir_server, f"Patient/{patient_id}", token, deadline)
+            fetched = True
+            on_fetch("Patient", True)
+        except FetchError as exc:
+            on_fetch("Patient", False)
+            raise DataUnavailable(f"Patient/{patient_id} could not be read from the FHIR server: {exc}") from None
+        patient = parse_patient(resource, patient_id, gaps)
+        if patient is None:
+            raise DataUnavailable(f"Patient/{patient_id} from the FHIR server is not a valid FHIR R4 Patient")
+
+    # -- the Conditions: optional; without them nothing is claimed ----------------------
+    raw_conditions = prefetch.get("conditions", ABSENT)
+    if first_error(raw_conditions):
+        gaps.append(f"Conditions prefetch failed in the EHR: {first_error(raw_conditions)}")
+        raw_conditions = ABSENT
+    resources: list[dict] = []
+    if raw_conditions is ABSENT:
+        if fhir_server:
+            try:
+                resources, more = client.search(fhir_server, "Condition", {"patient": patient_id}, token, deadline)
+                fetched = True
+                on_fetch("Condition", True)
+                if more:
+                    gaps.append(f"Conditions beyond the first {client.max_pages} pages were not read")
+            except FetchError as exc:
+                on_fetch("Condition", False)
+                gaps.append(f"Conditions could not be read from the FHIR server: {exc}")
+        else:
+            gaps.append("Conditions were not prefetched and no fhirServer was given")
+    elif isinstance(raw_conditions, dict) and raw_conditions.get("resourceType") == "Bundle":
+        resources = entry_resources(raw_conditions)
+        if next_link(raw_conditions):
+            gaps.append("the prefetched Conditions were paginated; only the first page was read")
+    elif isinstance(raw_conditions, dict):
+        resources = [raw_conditions]
+    conditions = relevant_conditions(resources, patient_id, knowledge, gaps)
+    return PatientData(patient, tuple(conditions), tuple(gaps), fetched)
