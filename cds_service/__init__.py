@@ -7,35 +7,71 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from flask import Flask
+from flask_cors import CORS
 
-from . import api, config, knowledge
+from . import api, auth, config, knowledge, observability, storage
+from .cli import report_command
 from .fhir_data import FhirClient
 from .pipeline import HookHandler
+
+log = logging.getLogger("cds_service")
 
 
 @dataclass
 class Runtime:
-    """Everything a request needs, built once per process."""
+    """Everything a request needs, built once per process (before gunicorn forks)."""
     settings: config.Settings
     knowledge: knowledge.Knowledge
     handler: HookHandler
+    store: storage.Store
+    authenticator: auth.Authenticator
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Application factory: `flask --app cds_service run`, `gunicorn "cds_service:create_app()"`.
 
-    test_config overrides Settings fields (by their lower-case names)."""
+    test_config overrides Settings fields by their lower-case names (e.g. {"env": "production"})."""
     settings = config.from_env(overrides=test_config)
-    logging.basicConfig(level=settings.log_level)
+    observability.configure_logging(settings.log_level)
     kb = knowledge.load(settings.knowledge_dir or None).with_overrides(
         new_within_days=settings.new_diagnosis_days or None, pama_qcdsm=settings.pama_qcdsm or None)
 
     app = Flask(__name__, instance_relative_config=True)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
+    store = storage.Store(settings.database_url or storage.default_url(app.instance_path))
+    authenticator = auth.from_settings(settings.trusted_issuers, settings.allowed_algorithms, settings.jwt_leeway,
+                                       development=not settings.production, claim_jti=store.claim_jti)
     client = FhirClient(settings.fhir_connect_timeout, settings.fhir_read_timeout,
                         settings.fhir_max_pages, settings.fhir_page_size)
-    handler = HookHandler(kb, client, settings.hook_deadline)
-    app.extensions["cds"] = Runtime(settings, kb, handler)
+    handler = HookHandler(kb, client, settings.hook_deadline, on_fetch=observability.count_fetch)
+    app.extensions["cds"] = Runtime(settings, kb, handler, store, authenticator)
+
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()] \
+        or ([] if settings.production else ["*"])
+    CORS(app, origins=origins, allow_headers=["Authorization", "Content-Type"],
+         methods=["GET", "POST", "OPTIONS"], max_age=600, send_wildcard=origins == ["*"])
     api.register(app)
+    app.cli.add_command(report_command)
+    if not settings.production:
+        log.warning("development mode: hook calls without a token are accepted and the CDS Hooks Sandbox's "
+                    "issuer is trusted; set CDS_ENV=production for a real EHR")
+    warm_up()
     return app
+
+
+def warm_up() -> None:
+    """The first fhir.resources parse in a process builds the models (milliseconds): do it at start-up,
+    before gunicorn forks, so that no hook call pays for it."""
+    from fhir.resources.R4B.condition import Condition
+    from fhir.resources.R4B.patient import Patient
+    from fhir.resources.R4B.servicerequest import ServiceRequest
+    subject = {"reference": "Patient/warm-up"}
+    Patient.model_validate({"resourceType": "Patient", "id": "warm-up", "birthDate": "2000-01-01"})
+    Condition.model_validate({"resourceType": "Condition", "subject": subject, "onsetDateTime": "2000-01-01",
+                              "code": {"coding": [{"system": "urn:warm-up", "code": "0"}]},
+                              "clinicalStatus": {"coding": [{"code": "active"}]}})
+    ServiceRequest.model_validate({"resourceType": "ServiceRequest", "status": "draft", "intent": "plan",
+                                   "subject": subject, "reasonReference": [{"reference": "Condition/0"}],
+                                   "code": {"coding": [{"system": "urn:warm-up", "code": "0"}]},
+                                   "reasonCode": [{"coding": [{"system": "urn:warm-up", "code": "0"}]}]})

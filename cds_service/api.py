@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections import Counter
 
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
-from . import hooks
+from . import hooks, observability
+from .auth import AuthError
 from .fhir_data import DataUnavailable
 from .hooks import HookError, operation_outcome
 
@@ -15,6 +18,7 @@ log = logging.getLogger("cds_service")
 bp = Blueprint("cds", __name__)
 
 JSON_TYPES = ("application/json", "application/fhir+json")
+AUTHENTICATED = {"cds.discovery", "cds.call_service", "cds.feedback"}
 
 
 def runtime():
@@ -22,16 +26,48 @@ def runtime():
 
 
 def outcome_response(status: int, message: str, code: str = "invalid") -> Response:
-    return current_app.json.response(operation_outcome(message, code)), status
+    response = current_app.json.response(operation_outcome(message, code))
+    response.status_code = status
+    return response
 
 
 def read_json() -> object:
-    if request.mimetype not in JSON_TYPES and not request.mimetype.endswith("+json"):
-        raise HookError(415, f"Content-Type must be application/json, not '{request.mimetype or 'none'}'")
+    mimetype = request.mimetype
+    if mimetype not in JSON_TYPES and not mimetype.endswith("+json"):
+        raise HookError(415, f"Content-Type must be application/json, not '{mimetype or 'none'}'")
     try:
         return json.loads(request.get_data(cache=False))
     except (ValueError, UnicodeDecodeError) as exc:
         raise HookError(400, f"the request body is not valid JSON: {exc}") from None
+
+
+def find_service(service_id: str) -> hooks.Service:
+    service = hooks.SERVICES.get(service_id)
+    if service is None:
+        raise HookError(404, f"no CDS service with id '{service_id}'", "not-found")
+    return service
+
+
+@bp.before_request
+def authenticate():
+    g.started = time.perf_counter()
+    if request.method == "OPTIONS" or request.endpoint not in AUTHENTICATED:
+        return None
+    rt = runtime()
+    header = request.headers.get("Authorization")
+    if not rt.settings.production and not header:
+        return None  # development: calls without a token are accepted (warned at start-up)
+    base = rt.settings.public_base_url.rstrip("/")
+    audience = base + request.path if base else request.base_url
+    try:
+        rt.authenticator.verify(header, audience)
+    except AuthError as exc:
+        if rt.settings.production:
+            response = outcome_response(401, f"authentication failed: {exc.message}", "security")
+            response.headers["WWW-Authenticate"] = "Bearer"
+            return response
+        log.warning("development mode: accepting a call whose token failed: %s", exc.message)
+    return None
 
 
 @bp.get("/cds-services")
@@ -41,17 +77,82 @@ def discovery():
 
 @bp.post("/cds-services/<service_id>")
 def call_service(service_id: str):
-    service = hooks.SERVICES.get(service_id)
-    if service is None:
-        raise HookError(404, f"no CDS service with id '{service_id}'", "not-found")
+    g.service_id = service_id
+    service = find_service(service_id)
     rt = runtime()
     hook_request = hooks.parse(read_json(), service, require_https=rt.settings.production)
-    request.environ["cds.hook_instance"] = hook_request.hook_instance
+    g.hook_instance = hook_request.hook_instance
     try:
         outcome = rt.handler.handle(hook_request)
     except DataUnavailable as exc:
         raise HookError(412, f"required FHIR data could not be obtained: {exc}", "not-found") from None
+    g.issued, g.data_source = outcome.rendered.issued, outcome.data_source
     return outcome.rendered.body
+
+
+@bp.post("/cds-services/<service_id>/feedback")
+def feedback(service_id: str):
+    find_service(service_id)
+    body = read_json()
+    entries = body.get("feedback") if isinstance(body, dict) else None
+    if not isinstance(entries, list):
+        raise HookError(400, "'feedback' must be an array of feedback entries")
+    counts = runtime().store.record_feedback(service_id, entries)
+    log.info("feedback", extra={"fields": {"event": "feedback", "service": service_id, **counts}})
+    return {}
+
+
+@bp.get("/health")
+def health():
+    return {"status": "ok"}
+
+
+@bp.get("/ready")
+def ready():
+    rt = runtime()
+    if not rt.store.ping():
+        raise HookError(503, "the database is not reachable", "transient")
+    return {"status": "ready", "procedures": len(rt.knowledge.procedures)}
+
+
+@bp.get("/metrics")
+def metrics():
+    body, content_type = observability.metrics_body()
+    return Response(body, content_type=content_type)
+
+
+@bp.after_request
+def record_hook_call(response: Response) -> Response:
+    """One JSON log line, metrics and an audit row per hook call, whatever its outcome."""
+    if request.endpoint != "cds.call_service" or request.method != "POST":
+        return response
+    latency = time.perf_counter() - g.get("started", time.perf_counter())
+    service_id = g.get("service_id", "?")
+    if service_id not in hooks.SERVICES:
+        service_id = "unknown"
+    status = response.status_code
+    issued = g.get("issued", ())
+    source = g.get("data_source", "none")
+    observability.REQUESTS.labels(service_id, status).inc()
+    observability.LATENCY.labels(service_id, status).observe(latency)
+    for card in issued:
+        observability.CARDS.labels(card.indicator, card.rule).inc()
+    if source in ("prefetch", "fhir"):
+        observability.PREFETCH.labels("hit" if source == "prefetch" else "miss").inc()
+    fields = {"event": "hook_call", "service": service_id, "hookInstance": g.get("hook_instance"),
+              "status": status, "latency_ms": round(latency * 1000, 3), "data_source": source,
+              "cards": dict(Counter(card.indicator for card in issued))}
+    if status >= 400:
+        fields["error"] = g.get("error")
+    log.info("hook call", extra={"fields": fields})
+    if service_id != "unknown":
+        try:
+            runtime().store.record_call(service_id=service_id, hook_instance=g.get("hook_instance") or "",
+                                        status=status, latency_ms=latency * 1000, data_source=source,
+                                        cards=issued)
+        except Exception:  # the audit must never break the ordering workflow
+            log.exception("audit record failed", extra={"fields": {"hookInstance": g.get("hook_instance")}})
+    return response
 
 
 def register(app: Flask) -> None:
@@ -59,14 +160,17 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(HookError)
     def hook_error(exc: HookError):
+        g.error = exc.message
         return outcome_response(exc.status, exc.message, exc.code)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         codes = {404: "not-found", 405: "not-supported", 413: "too-costly"}
-        return outcome_response(exc.code or 500, exc.description or exc.name, codes.get(exc.code, "invalid"))
+        g.error = exc.description or exc.name
+        return outcome_response(exc.code or 500, g.error, codes.get(exc.code, "invalid"))
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
-        log.exception("unexpected error (hookInstance=%s)", request.environ.get("cds.hook_instance", "-"))
+        g.error = "internal error"
+        log.exception("unexpected error", extra={"fields": {"hookInstance": g.get("hook_instance")}})
         return outcome_response(500, "internal error in the CDS service; the error was logged", "exception")

@@ -87,7 +87,8 @@ class Renderer:
                 "resource": {**raw, "extension": pama_extensions(
                     raw.get("extension"), finding.pama, self.k.policies.pama_qcdsm, consult_id)},
             })
-        if not scope.applies and scope.relevant and decision.orders and self.k.policies.explain_out_of_scope:
+        if not scope.applies and scope.relevant and decision.orders and self.k.policies.explain_out_of_scope \
+                and scope.reasons and all(r.reason.explain for r in scope.reasons):
             card = self.out_of_scope_card(decision, relied_on)
             cards.append(card)
             issued.append(IssuedCard(card["uuid"], None, card["source"]["topic"]["code"], "info", None, ()))

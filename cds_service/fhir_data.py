@@ -81,18 +81,21 @@ class FhirClient:
     def read(self, base: str, path: str, token: str | None, deadline: float) -> dict:
         return self.get(f"{base.rstrip('/')}/{path}", token, deadline)
 
-    def search(self, base: str, resource_type: str, params: dict, token: str | None,
-               deadline: float) -> tuple[list[dict], bool]:
-        """All entries' resources over the pages (up to max_pages); True if more pages were left."""
+    def search(self, base: str, resource_type: str, params: dict, token: str | None, deadline: float,
+               first_page: dict | None = None) -> tuple[list[dict], bool]:
+        """All entries' resources over the pages (up to max_pages, counting a given first page);
+        True if more pages were left."""
         origin = urlsplit(base)[:2]
         url, query = f"{base.rstrip('/')}/{resource_type}", {**params, "_count": self.page_size}
         resources: list[dict] = []
+        bundle = first_page
         for _ in range(self.max_pages):
-            bundle = self.get(url, token, deadline, query)
-            if bundle.get("resourceType") != "Bundle":
-                raise FetchError("the search did not return a Bundle")
+            if bundle is None:
+                bundle = self.get(url, token, deadline, query)
+                if bundle.get("resourceType") != "Bundle":
+                    raise FetchError("the search did not return a Bundle")
             resources.extend(entry_resources(bundle))
-            url, query = next_link(bundle), None
+            url, query, bundle = next_link(bundle), None, None
             if not url:
                 return resources, False
             if urlsplit(url)[:2] != origin:
@@ -220,8 +223,16 @@ def load(prefetch: dict, patient_id: str, fhir_server: str | None, token: str | 
             gaps.append("Conditions were not prefetched and no fhirServer was given")
     elif isinstance(raw_conditions, dict) and raw_conditions.get("resourceType") == "Bundle":
         resources = entry_resources(raw_conditions)
-        if next_link(raw_conditions):
-            gaps.append("the prefetched Conditions were paginated; only the first page was read")
+        if next_link(raw_conditions):  # a paginated prefetch: read the rest from the server
+            try:
+                if not fhir_server:
+                    raise FetchError("no fhirServer was given")
+                resources, more = client.search(fhir_server, "Condition", {}, token, deadline, raw_conditions)
+                fetched = True
+                if more:
+                    gaps.append(f"Conditions beyond the first {client.max_pages} pages were not read")
+            except FetchError as exc:
+                gaps.append(f"only the first page of the prefetched Conditions was read: {exc}")
     elif isinstance(raw_conditions, dict):
         resources = [raw_conditions]
     conditions = relevant_conditions(resources, patient_id, knowledge, gaps)

@@ -92,6 +92,7 @@ class OutOfScopeReason:
     id: str
     summary: str
     detail: str
+    explain: bool  # whether an info card may say so
 
 
 @dataclass(frozen=True)
@@ -421,7 +422,8 @@ def load(directory: Path | str | None = None) -> Knowledge:
     for i, t in enumerate(pf.get(d, "out_of_scope", "", list)):
         f = f"out_of_scope[{i}]"
         rid = pf.get(t, "id", f)
-        reasons[rid] = OutOfScopeReason(rid, pf.get(t, "summary", f), pf.get(t, "detail", f))
+        reasons[rid] = OutOfScopeReason(rid, pf.get(t, "summary", f), pf.get(t, "detail", f),
+                                        pf.get(t, "explain", f, bool))
     needed = {"age-unknown", "adult", "excluded-diagnosis", "relapse", "remission", "unconfirmed",
               "date-unknown", "not-new", "symptomatic"}
     if needed - set(reasons):

@@ -47,11 +47,12 @@ class HookHandler:
         self.deadline_seconds = deadline_seconds
         self.renderer = Renderer(knowledge)
         self.on_fetch = on_fetch
+        self.today = date.today  # replaceable clock (tests pin it)
 
-    def handle(self, request: HookRequest, today: date | None = None) -> Outcome:
+    def handle(self, request: HookRequest) -> Outcome:
         knowledge = self.knowledge
         started = time.monotonic()
-        today = today or date.today()
+        today = self.today()
 
         # 1. which selected orders are imaging studies the knowledge knows (validated)
         orders, raw_orders, systems, models = [], {}, {}, []

@@ -1,0 +1,16 @@
+import pytest
+
+from cds_service import create_app
+from builders import TODAY
+
+
+@pytest.fixture
+def app(tmp_path):
+    app = create_app({"database_url": f"sqlite:///{tmp_path / 'cds.db'}"})
+    app.extensions["cds"].handler.today = lambda: TODAY
+    return app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
