@@ -207,13 +207,12 @@ class Store:
     def __init__(self, url: str):
         self.url = make_url(url)
         self.dialect = self.url.get_backend_name()
+        insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}.get(self.dialect)
+        if insert is None:
+            raise ValueError(f"unsupported database {self.dialect!r}: use sqlite or postgresql+psycopg")
         self.engine = self._engine()
         self._purged_at = 0.0
         self._purge_lock = threading.Lock()
-        insert = sqlite.insert if self.dialect == "sqlite" else postgresql.insert \
-            if self.dialect == "postgresql" else None
-        if insert is None:
-            raise ValueError(f"unsupported database {self.dialect!r}: use sqlite or postgresql+psycopg")
         self._insert_call = hook_calls.insert()
         self._insert_cards = insert(issued_cards).on_conflict_do_nothing(index_elements=["card_uuid"])
         self._insert_feedback = insert(feedback).on_conflict_do_nothing(
