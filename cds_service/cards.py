@@ -64,14 +64,17 @@ class Renderer:
     def render(self, decision: Decision, facts: PatientFacts, orders: Mapping[str, dict],
                matched_systems: Mapping[str, str], drafted: set[str], consult_id: str) -> Rendered:
         cards, issued, actions = [], [], []
+        suggested: set[str] = set()  # one suggestion per alternative study, even for two warnings
         scope = decision.scope
         relied_on = self.relied_on(scope, facts)
         for finding in decision.findings:
             raw = orders[finding.order_id]
             card = None
             if finding.rating:
-                card = self.rated_card(finding, raw, matched_systems.get(finding.order_id), drafted,
+                card = self.rated_card(finding, raw, matched_systems.get(finding.order_id), drafted | suggested,
                                        relied_on, consult_id)
+                if finding.alternative:
+                    suggested.add(finding.alternative.id)
             elif finding.statement:
                 card = self.statement_card(finding, relied_on)
             if card:
@@ -118,7 +121,8 @@ class Renderer:
         if alternative:
             alt_rating = finding.alternative_rating.rating.label
             if alternative.id in drafted:
-                parts.append(f"**Instead:** {alternative.label} ({alt_rating}) is already among the draft orders.")
+                parts.append(f"**Instead:** {alternative.label} ({alt_rating}) is already among the draft orders "
+                             "or suggested on another card.")
             else:
                 parts.append(f"**Instead:** {alternative.label} ({alt_rating}). {alternative.rationale}")
                 extra["suggestions"] = [self.suggestion(finding, raw, system, consult_id)]
@@ -154,7 +158,7 @@ class Renderer:
         alternative = finding.alternative
         code = alternative.order_code.get(system) or alternative.order_code.get("cpt") \
             or next(iter(alternative.order_code.values()))
-        resource = {**raw,
+        resource = {**{k: v for k, v in raw.items() if k != "text"},  # the old narrative names the old study
                     "code": {"coding": [{"system": self.k.system_uris[code.system], "code": code.code,
                                          "display": code.display}], "text": alternative.label},
                     "extension": pama_extensions(raw.get("extension"), finding.alternative_rating.rating.pama,

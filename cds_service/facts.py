@@ -119,7 +119,7 @@ def order_reasons(order: Any, conditions: dict[str, Any], knowledge: Knowledge) 
     source = f"reason on ServiceRequest/{order.id}"
     result = [Diagnosis(match.kind, match.code.display, match.code.system, coding.code, source)
               for coding, match in matches(order.reasonCode or (), knowledge)]
-    contained = {f"#{r.id}": r for r in (order.contained or ()) if getattr(r, "resource_type", None) == "Condition"}
+    contained = {f"#{r.id}": r for r in (order.contained or ()) if r.get_resource_type() == "Condition"}
     for reference in order.reasonReference or ():
         ref = reference.reference or ""
         condition = contained.get(ref) or conditions.get(ref)
