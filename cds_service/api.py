@@ -39,6 +39,8 @@ def read_json() -> object:
         return json.loads(request.get_data(cache=False))
     except (ValueError, UnicodeDecodeError) as exc:
         raise HookError(400, f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise HookError(400, "the request body is nested too deeply") from None
 
 
 def find_service(service_id: str) -> hooks.Service:

@@ -82,36 +82,40 @@ class FhirClient:
         return self.get(f"{base.rstrip('/')}/{path}", token, deadline)
 
     def search(self, base: str, resource_type: str, params: dict, token: str | None, deadline: float,
-               first_page: dict | None = None) -> tuple[list[dict], bool]:
-        """All entries' resources over the pages (up to max_pages, counting a given first page);
-        True if more pages were left."""
+               first_page: dict | None = None) -> tuple[list[dict], str | None]:
+        """The resources of all pages (up to max_pages, counting a given first page), and what kept
+        the rest from being read, if anything. Pages read before a failure are kept."""
         origin = urlsplit(base)[:2]
         url, query = f"{base.rstrip('/')}/{resource_type}", {**params, "_count": self.page_size}
         resources: list[dict] = []
         bundle = first_page
         for _ in range(self.max_pages):
-            if bundle is None:
-                bundle = self.get(url, token, deadline, query)
-                if bundle.get("resourceType") != "Bundle":
-                    raise FetchError("the search did not return a Bundle")
+            try:
+                if bundle is None:
+                    bundle = self.get(url, token, deadline, query)
+                    if bundle.get("resourceType") != "Bundle":
+                        raise FetchError("the search did not return a Bundle")
+            except FetchError as exc:
+                return resources, str(exc)
             resources.extend(entry_resources(bundle))
             url, query, bundle = next_link(bundle), None, None
             if not url:
-                return resources, False
+                return resources, None
             if urlsplit(url)[:2] != origin:
-                raise FetchError("a paging link pointed away from the FHIR server")
-        return resources, True
+                return resources, "a paging link pointed away from the FHIR server"
+        return resources, f"pages beyond the first {self.max_pages} were not read"
 
 
 def entry_resources(bundle: dict) -> list[dict]:
-    entries = bundle.get("entry")
-    if not isinstance(entries, list):
-        return []
-    return [e["resource"] for e in entries if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+    return [e["resource"] for e in listed(bundle.get("entry")) if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+
+
+def listed(value: Any) -> list:
+    return value if isinstance(value, list) else []
 
 
 def next_link(bundle: dict) -> str | None:
-    for link in bundle.get("link") or ():
+    for link in listed(bundle.get("link")):
         if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
             return link["url"]
     return None
@@ -119,13 +123,21 @@ def next_link(bundle: dict) -> str | None:
 
 def first_error(resource: Any) -> str | None:
     if isinstance(resource, dict) and resource.get("resourceType") == "OperationOutcome":
-        for issue in resource.get("issue") or ():
+        for issue in listed(resource.get("issue")):
             if isinstance(issue, dict):
-                text = issue.get("diagnostics") or (issue.get("details") or {}).get("text")
+                details = issue.get("details")
+                text = issue.get("diagnostics") or (details.get("text") if isinstance(details, dict) else None)
                 if isinstance(text, str):
                     return text
         return "the EHR reported an error"
     return None
+
+
+def invalid(exc: ValidationError) -> str:
+    """Where a resource failed validation, for a note (whole-resource rules have no location)."""
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"]) or "resource"
+    return f"not valid FHIR R4 ({where}: {error['msg']})"
 
 
 def about_patient(resource: dict, patient_id: str) -> bool:
@@ -152,7 +164,7 @@ def relevant_conditions(resources: list[dict], patient_id: str, knowledge: Knowl
         try:
             kept.append(Condition.model_validate(resource))
         except ValidationError as exc:
-            gaps.append(f"{name} skipped: not valid FHIR R4 ({exc.errors()[0]['loc'][0]})")
+            gaps.append(f"{name} skipped: {invalid(exc)}")
     return kept
 
 
@@ -167,7 +179,7 @@ def parse_patient(resource: Any, patient_id: str, gaps: list[str]) -> Any:
     try:
         return Patient.model_validate(resource)
     except ValidationError as exc:
-        gaps.append(f"Patient record skipped: not valid FHIR R4 ({exc.errors()[0]['loc'][0]})")
+        gaps.append(f"Patient record skipped: {invalid(exc)}")
         return None
 
 
@@ -182,25 +194,25 @@ def load(prefetch: dict, patient_id: str, fhir_server: str | None, token: str | 
     if first_error(raw_patient):
         gaps.append(f"Patient prefetch failed in the EHR: {first_error(raw_patient)}")
         raw_patient = ABSENT
-    patient = None
     if raw_patient is None:
         raise DataUnavailable("the EHR's prefetch says there is no Patient record (prefetch 'patient' is null)")
-    if raw_patient is not ABSENT:
-        patient = parse_patient(raw_patient, patient_id, gaps)
+    patient = parse_patient(raw_patient, patient_id, gaps) if raw_patient is not ABSENT else None
     if patient is None:
         if not fhir_server:
-            reason = "it was not prefetched" if raw_patient is ABSENT else "the prefetched Patient was not usable"
+            reason = "it was not prefetched" if raw_patient is ABSENT else "the prefetched one was not a usable Patient"
             raise DataUnavailable(f"Patient/{patient_id} is required and {reason}, and no fhirServer was given")
         try:
             resource = client.read(fhir_server, f"Patient/{patient_id}", token, deadline)
-            fetched = True
-            on_fetch("Patient", True)
         except FetchError as exc:
             on_fetch("Patient", False)
             raise DataUnavailable(f"Patient/{patient_id} could not be read from the FHIR server: {exc}") from None
+        on_fetch("Patient", True)
+        fetched = True
+        before = len(gaps)
         patient = parse_patient(resource, patient_id, gaps)
         if patient is None:
-            raise DataUnavailable(f"Patient/{patient_id} from the FHIR server is not a valid FHIR R4 Patient")
+            why = gaps[-1] if len(gaps) > before else "the answer was not a Patient"
+            raise DataUnavailable(f"Patient/{patient_id} from the FHIR server is unusable: {why}")
 
     # -- the Conditions: optional; without them nothing is claimed ----------------------
     raw_conditions = prefetch.get("conditions", ABSENT)
@@ -208,32 +220,21 @@ def load(prefetch: dict, patient_id: str, fhir_server: str | None, token: str | 
         gaps.append(f"Conditions prefetch failed in the EHR: {first_error(raw_conditions)}")
         raw_conditions = ABSENT
     resources: list[dict] = []
-    if raw_conditions is ABSENT:
-        if fhir_server:
-            try:
-                resources, more = client.search(fhir_server, "Condition", {"patient": patient_id}, token, deadline)
-                fetched = True
-                on_fetch("Condition", True)
-                if more:
-                    gaps.append(f"Conditions beyond the first {client.max_pages} pages were not read")
-            except FetchError as exc:
-                on_fetch("Condition", False)
-                gaps.append(f"Conditions could not be read from the FHIR server: {exc}")
-        else:
-            gaps.append("Conditions were not prefetched and no fhirServer was given")
-    elif isinstance(raw_conditions, dict) and raw_conditions.get("resourceType") == "Bundle":
+    first_page = None
+    if isinstance(raw_conditions, dict) and raw_conditions.get("resourceType") == "Bundle":
         resources = entry_resources(raw_conditions)
-        if next_link(raw_conditions):  # a paginated prefetch: read the rest from the server
-            try:
-                if not fhir_server:
-                    raise FetchError("no fhirServer was given")
-                resources, more = client.search(fhir_server, "Condition", {}, token, deadline, raw_conditions)
-                fetched = True
-                if more:
-                    gaps.append(f"Conditions beyond the first {client.max_pages} pages were not read")
-            except FetchError as exc:
-                gaps.append(f"only the first page of the prefetched Conditions was read: {exc}")
+        first_page = raw_conditions if next_link(raw_conditions) else None  # paginated: read the rest
     elif isinstance(raw_conditions, dict):
         resources = [raw_conditions]
+    if raw_conditions is ABSENT or first_page:
+        if fhir_server:
+            params = {} if first_page else {"patient": patient_id}
+            resources, problem = client.search(fhir_server, "Condition", params, token, deadline, first_page)
+            fetched = True
+            on_fetch("Condition", problem is None)
+            if problem:
+                gaps.append(f"Conditions were not read in full ({len(resources)} entries read): {problem}")
+        else:
+            gaps.append("Conditions were not prefetched in full and no fhirServer was given")
     conditions = relevant_conditions(resources, patient_id, knowledge, gaps)
     return PatientData(patient, tuple(conditions), tuple(gaps), fetched)

@@ -64,10 +64,7 @@ class HookHandler:
             try:
                 model = ServiceRequest.model_validate(raw)
             except ValidationError as exc:
-                error = exc.errors()[0]
-                where = ".".join(str(p) for p in error["loc"])
-                raise HookError(400, f"selected ServiceRequest/{raw.get('id')} is not valid FHIR R4: "
-                                     f"{where}: {error['msg']}") from None
+                raise HookError(400, f"selected ServiceRequest/{raw.get('id')} is {fhir_data.invalid(exc)}") from None
             if not model.id or model.id in raw_orders:
                 continue  # an order without an id cannot be updated by a suggestion
             orders.append(Order(model.id, procedure))

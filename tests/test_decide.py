@@ -10,7 +10,7 @@ from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
 import builders as b
-from cds_service.decide import Order, assess, decide, judge
+from cds_service.decide import Order, assess, decide
 from cds_service.facts import Diagnosis, PatientFacts, as_date, condition_diagnoses, order_reasons, patient_facts
 from cds_service.knowledge import load
 from cds_service.pipeline import match

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,9 @@ import requests
 from tokens import Client
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = json.loads((ROOT / "examples" / "order-select-ct-chest-girl.json").read_text())
+# The README's example, with today's date put in as its curl command does.
+EXAMPLE = json.loads((ROOT / "examples" / "order-select-ct-chest-girl.json").read_text()
+                     .replace("__TODAY__", date.today().isoformat()))
 SERVICE = "/cds-services/acr-all-staging-order-select"
 
 
