@@ -24,6 +24,7 @@ class Runtime:
     knowledge: knowledge.Knowledge
     handler: HookHandler
     store: storage.Store
+    audit: storage.AuditWriter
     authenticator: auth.Authenticator
 
 
@@ -45,7 +46,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     client = FhirClient(settings.fhir_connect_timeout, settings.fhir_read_timeout,
                         settings.fhir_max_pages, settings.fhir_page_size)
     handler = HookHandler(kb, client, settings.hook_deadline, on_fetch=observability.count_fetch)
-    app.extensions["cds"] = Runtime(settings, kb, handler, store, authenticator)
+    app.extensions["cds"] = Runtime(settings, kb, handler, store, storage.AuditWriter(store), authenticator)
 
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()] \
         or ([] if settings.production else ["*"])

@@ -99,7 +99,9 @@ def feedback(service_id: str):
     entries = body.get("feedback") if isinstance(body, dict) else None
     if not isinstance(entries, list):
         raise HookError(400, "'feedback' must be an array of feedback entries")
-    counts = runtime().store.record_feedback(service_id, entries)
+    rt = runtime()
+    rt.audit.flush()  # the cards being reported on must be on record first
+    counts = rt.store.record_feedback(service_id, entries)
     log.info("feedback", extra={"fields": {"event": "feedback", "service": service_id, **counts}})
     return {}
 
@@ -148,12 +150,8 @@ def record_hook_call(response: Response) -> Response:
         fields["error"] = g.get("error")
     log.info("hook call", extra={"fields": fields})
     if service_id != "unknown":
-        try:
-            runtime().store.record_call(service_id=service_id, hook_instance=g.get("hook_instance") or "",
-                                        status=status, latency_ms=latency * 1000, data_source=source,
-                                        cards=issued)
-        except Exception:  # the audit must never break the ordering workflow
-            log.exception("audit record failed", extra={"fields": {"hookInstance": g.get("hook_instance")}})
+        runtime().audit.submit(service_id=service_id, hook_instance=g.get("hook_instance") or "", status=status,
+                               latency_ms=latency * 1000, data_source=source, cards=issued)
     return response
 
 

@@ -133,6 +133,32 @@ def first_error(resource: Any) -> str | None:
     return None
 
 
+class Reader:
+    """Validates, with fhir.resources, the elements of a resource that the decision reads; the rest is
+    checked only for unknown element names. A Patient with a long address history or a Condition with
+    many notes costs no more than a bare one."""
+
+    def __init__(self, model: type, used: tuple[str, ...]):
+        self.model = model
+        self.known = frozenset({f.alias or name for name, f in model.model_fields.items()} | {"resourceType"})
+        self.used = used
+
+    def __call__(self, resource: dict) -> Any:
+        """The model of the used elements; ValueError saying what is wrong if the resource is not valid."""
+        unknown = resource.keys() - self.known
+        if unknown:
+            raise ValueError(f"not valid FHIR R4 (unknown element '{sorted(unknown)[0]}')")
+        try:
+            return self.model.model_validate({k: v for k, v in resource.items() if k.startswith(self.used)})
+        except ValidationError as exc:
+            raise ValueError(invalid(exc)) from None
+
+
+read_patient = Reader(Patient, ("resourceType", "id", "gender", "birthDate"))
+read_condition = Reader(Condition, ("resourceType", "id", "subject", "code", "clinicalStatus", "verificationStatus",
+                                    "onset", "recordedDate"))
+
+
 def invalid(exc: ValidationError) -> str:
     """Where a resource failed validation, for a note (whole-resource rules have no location)."""
     error = exc.errors()[0]
@@ -162,9 +188,9 @@ def relevant_conditions(resources: list[dict], patient_id: str, knowledge: Knowl
             gaps.append(f"{name} skipped: it is about another patient")
             continue
         try:
-            kept.append(Condition.model_validate(resource))
-        except ValidationError as exc:
-            gaps.append(f"{name} skipped: {invalid(exc)}")
+            kept.append(read_condition(resource))
+        except ValueError as exc:
+            gaps.append(f"{name} skipped: {exc}")
     return kept
 
 
@@ -177,9 +203,9 @@ def parse_patient(resource: Any, patient_id: str, gaps: list[str]) -> Any:
         gaps.append(f"Patient/{resource.get('id')} skipped: it is not the patient in context")
         return None
     try:
-        return Patient.model_validate(resource)
-    except ValidationError as exc:
-        gaps.append(f"Patient record skipped: {invalid(exc)}")
+        return read_patient(resource)
+    except ValueError as exc:
+        gaps.append(f"Patient record skipped: {exc}")
         return None
 
 

@@ -15,6 +15,7 @@ SUMMARY_LIMIT = 140  # CDS Hooks: summary SHALL be under 140 characters
 SEXES = ("any", "male", "female")
 RESULT_KINDS = ("normal", "negative", "positive", "indeterminate")
 DIAGNOSIS_KINDS = ("all", "all-remission", "all-relapse", "excluded", "symptom")
+PREFIX_KEY = 3  # ICD-10 prefix codes are indexed by their category (first three characters)
 CODE_STATUSES = ("VERIFIED", "VERIFIED-moderate", "judgement", "ours")
 
 
@@ -139,7 +140,7 @@ class Knowledge:
     _system_keys: Mapping[str, str]  # any accepted URI -> key
     _procedure_codes: Mapping[tuple[str, str], Procedure]
     _diagnosis_codes: Mapping[tuple[str, str], DiagnosisMatch]
-    _diagnosis_prefixes: tuple[tuple[str, str, DiagnosisMatch], ...]
+    _diagnosis_prefixes: Mapping[tuple[str, str], tuple[tuple[str, DiagnosisMatch], ...]]  # by first 3 chars
 
     # -- code look-ups (the hot path: plain dict reads) --------------------------------
     def system_key(self, uri: Any) -> str | None:
@@ -161,8 +162,8 @@ class Knowledge:
         match = self._diagnosis_codes.get((key, code))
         if match:
             return match
-        for system_key, prefix, candidate in self._diagnosis_prefixes:
-            if system_key == key and code.startswith(prefix):
+        for prefix, candidate in self._diagnosis_prefixes.get((key, code[:PREFIX_KEY]), ()):
+            if code.startswith(prefix):
                 return candidate
         return None
 
@@ -312,7 +313,7 @@ def load(directory: Path | str | None = None) -> Knowledge:
         return result
 
     diagnosis_codes: dict[tuple[str, str], DiagnosisMatch] = {}
-    diagnosis_prefixes = []
+    diagnosis_prefixes: dict[tuple[str, str], list] = {}
     for group, table in valuesets.get(v, "diagnoses", "", dict).items():
         field = f"diagnoses.{group}"
         kind = valuesets.get(table, "kind", field)
@@ -322,7 +323,10 @@ def load(directory: Path | str | None = None) -> Knowledge:
             match = DiagnosisMatch(kind, code)
             normal = normalise(code.system, code.code)
             if normal.endswith("*"):
-                diagnosis_prefixes.append((code.system, normal[:-1], match))
+                prefix = normal[:-1]
+                if len(prefix) < PREFIX_KEY:
+                    raise valuesets.fail(field, f"prefix code {code.code} is shorter than an ICD-10 category")
+                diagnosis_prefixes.setdefault((code.system, prefix[:PREFIX_KEY]), []).append((prefix, match))
             elif (code.system, normal) in diagnosis_codes:
                 raise valuesets.fail(field, f"code {code.code} is listed twice")
             else:
@@ -462,5 +466,5 @@ def load(directory: Path | str | None = None) -> Knowledge:
         _system_keys=MappingProxyType(system_keys),
         _procedure_codes=MappingProxyType(procedure_codes),
         _diagnosis_codes=MappingProxyType(diagnosis_codes),
-        _diagnosis_prefixes=tuple(diagnosis_prefixes),
+        _diagnosis_prefixes=MappingProxyType({k: tuple(v) for k, v in diagnosis_prefixes.items()}),
     )

@@ -6,9 +6,11 @@ names: a feedback `userComment` is recorded as present/absent, never its text.
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import os
+import queue
 import re
 import threading
 import time
@@ -287,17 +289,25 @@ class Store:
     # -- hot path: one row per hook call, one per issued card ------------------------------------
     def record_call(self, *, service_id: str, hook_instance: str, status: int, latency_ms: float,
                     data_source: str, cards: Iterable[IssuedCard]) -> None:
-        call = {"called_at": utcnow(), "service_id": service_id[:ID_MAX], "hook_instance": hook_instance[:ID_MAX],
-                "status": status, "latency_ms": latency_ms, "data_source": data_source[:32]}
-        cards = tuple(cards)
+        self.record_calls([{"service_id": service_id, "hook_instance": hook_instance, "status": status,
+                            "latency_ms": latency_ms, "data_source": data_source, "cards": cards}])
+
+    def record_calls(self, calls: list[dict]) -> None:
+        """Audit rows for several hook calls (record_call's keyword arguments each, plus an optional
+        `called_at`) in one transaction."""
         with self.engine.begin() as conn:
-            call_id = conn.execute(self._insert_call, call).inserted_primary_key[0]
-            if cards:
-                conn.execute(self._insert_cards, [
-                    {"card_uuid": c.uuid[:ID_MAX], "call_id": call_id,
-                     "order_id": c.order_id[:ID_MAX] if c.order_id else None, "rule": c.rule[:ID_MAX],
-                     "indicator": c.indicator[:16], "rating": c.rating[:64] if c.rating else None,
-                     "suggestion_uuids": " ".join(c.suggestion_uuids)} for c in cards])
+            for call in calls:
+                row = {"called_at": call.get("called_at") or utcnow(), "service_id": call["service_id"][:ID_MAX],
+                       "hook_instance": call["hook_instance"][:ID_MAX], "status": call["status"],
+                       "latency_ms": call["latency_ms"], "data_source": call["data_source"][:32]}
+                call_id = conn.execute(self._insert_call, row).inserted_primary_key[0]
+                cards = tuple(call["cards"])
+                if cards:
+                    conn.execute(self._insert_cards, [
+                        {"card_uuid": c.uuid[:ID_MAX], "call_id": call_id,
+                         "order_id": c.order_id[:ID_MAX] if c.order_id else None, "rule": c.rule[:ID_MAX],
+                         "indicator": c.indicator[:16], "rating": c.rating[:64] if c.rating else None,
+                         "suggestion_uuids": " ".join(c.suggestion_uuids)} for c in cards])
 
     # -- feedback -------------------------------------------------------------------------------
     def record_feedback(self, service_id: str, entries: list) -> dict:
@@ -438,3 +448,57 @@ def default_url(instance_path: str) -> str:
     os.makedirs(instance_path, exist_ok=True)
     return sa.URL.create("sqlite", database=os.path.join(os.path.abspath(instance_path), "cds.db")) \
         .render_as_string()
+
+
+class AuditWriter:
+    """Writes the hook-call audit off the request path: a per-process queue drained in batches by a
+    background thread, so a hook call never waits on the database (or on another worker's SQLite
+    lock). flush() writes what is queued and waits for the batch in flight; it runs at exit, and
+    before feedback is matched to the cards issued."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.pending = 0
+        self.changed = threading.Condition()
+        self.pid = None
+        atexit.register(self.flush)
+
+    def submit(self, **call: Any) -> None:
+        call.setdefault("called_at", utcnow())
+        with self.changed:
+            self.pending += 1
+            if self.pid != os.getpid():  # first call in this process (gunicorn forks after preload)
+                self.pid = os.getpid()
+                threading.Thread(target=self._run, name="cds-audit", daemon=True).start()
+        self.queue.put(call)
+
+    def _drain(self) -> list[dict]:
+        calls = []
+        while True:
+            try:
+                calls.append(self.queue.get_nowait())
+            except queue.Empty:
+                return calls
+
+    def _write(self, calls: list[dict]) -> None:
+        if not calls:
+            return
+        try:
+            self.store.record_calls(calls)
+        except Exception:  # the audit must never break the ordering workflow; the loss is logged
+            log.exception("audit write failed; %d hook call(s) not recorded", len(calls))
+        with self.changed:
+            self.pending -= len(calls)
+            self.changed.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            self._write([self.queue.get()] + self._drain())
+
+    def flush(self, timeout: float = 5.0) -> None:
+        self._write(self._drain())
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while self.pending > 0 and time.monotonic() < deadline:
+                self.changed.wait(0.05)

@@ -194,7 +194,8 @@ def test_diagnosis_codes_the_knowledge_does_not_know(k, system, code):
 
 
 def test_every_code_keeps_its_verification_mark_and_none_is_unverified(k):
-    codes = [m.code for m in k._diagnosis_codes.values()] + [m.code for _, _, m in k._diagnosis_prefixes]
+    codes = [m.code for m in k._diagnosis_codes.values()] + [m.code for group in k._diagnosis_prefixes.values()
+                                                              for _, m in group]
     statuses = {c.status for c in codes}
     assert statuses <= {"VERIFIED", "VERIFIED-moderate", "judgement", "ours"}
     assert "VERIFIED" in statuses and "judgement" in statuses
