@@ -33,6 +33,7 @@ ID_MAX = 255            # identifiers, codes and systems: longer values make a f
 SUGGESTIONS_MAX = 1024  # the accepted suggestion ids, sorted and joined by spaces
 BUSY_TIMEOUT_MS = 5000
 PURGE_EVERY_SECONDS = 60.0
+BATCH_SECONDS = 0.05    # how long the audit writer gathers hook calls before one transaction
 CHUNK = 500             # card ids per IN (...) lookup
 
 
@@ -215,7 +216,6 @@ class Store:
         self.engine = self._engine()
         self._purged_at = 0.0
         self._purge_lock = threading.Lock()
-        self._insert_call = hook_calls.insert()
         self._insert_cards = insert(issued_cards).on_conflict_do_nothing(index_elements=["card_uuid"])
         self._insert_feedback = insert(feedback).on_conflict_do_nothing(
             index_elements=["card_uuid", "outcome", "outcome_at", "suggestions"]).returning(feedback.c.id)
@@ -295,19 +295,19 @@ class Store:
     def record_calls(self, calls: list[dict]) -> None:
         """Audit rows for several hook calls (record_call's keyword arguments each, plus an optional
         `called_at`) in one transaction."""
+        rows = [{"called_at": call.get("called_at") or utcnow(), "service_id": call["service_id"][:ID_MAX],
+                 "hook_instance": call["hook_instance"][:ID_MAX], "status": call["status"],
+                 "latency_ms": call["latency_ms"], "data_source": call["data_source"][:32]} for call in calls]
         with self.engine.begin() as conn:
-            for call in calls:
-                row = {"called_at": call.get("called_at") or utcnow(), "service_id": call["service_id"][:ID_MAX],
-                       "hook_instance": call["hook_instance"][:ID_MAX], "status": call["status"],
-                       "latency_ms": call["latency_ms"], "data_source": call["data_source"][:32]}
-                call_id = conn.execute(self._insert_call, row).inserted_primary_key[0]
-                cards = tuple(call["cards"])
-                if cards:
-                    conn.execute(self._insert_cards, [
-                        {"card_uuid": c.uuid[:ID_MAX], "call_id": call_id,
-                         "order_id": c.order_id[:ID_MAX] if c.order_id else None, "rule": c.rule[:ID_MAX],
-                         "indicator": c.indicator[:16], "rating": c.rating[:64] if c.rating else None,
-                         "suggestion_uuids": " ".join(c.suggestion_uuids)} for c in cards])
+            ids = conn.execute(hook_calls.insert().returning(hook_calls.c.id, sort_by_parameter_order=True),
+                               rows).scalars().all()
+            cards = [{"card_uuid": c.uuid[:ID_MAX], "call_id": call_id,
+                      "order_id": c.order_id[:ID_MAX] if c.order_id else None, "rule": c.rule[:ID_MAX],
+                      "indicator": c.indicator[:16], "rating": c.rating[:64] if c.rating else None,
+                      "suggestion_uuids": " ".join(c.suggestion_uuids)}
+                     for call_id, call in zip(ids, calls) for c in call["cards"]]
+            if cards:
+                conn.execute(self._insert_cards, cards)
 
     # -- feedback -------------------------------------------------------------------------------
     def record_feedback(self, service_id: str, entries: list) -> dict:
@@ -494,7 +494,9 @@ class AuditWriter:
 
     def _run(self) -> None:
         while True:
-            self._write([self.queue.get()] + self._drain())
+            first = self.queue.get()
+            time.sleep(BATCH_SECONDS)  # let a busy worker's calls gather into one transaction
+            self._write([first] + self._drain())
 
     def flush(self, timeout: float = 5.0) -> None:
         self._write(self._drain())
