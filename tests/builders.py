@@ -97,3 +97,15 @@ def hook_request(orders: list[dict], selections: list[str] | None = None, pat: d
         body["prefetch"] = {"patient": pat if pat is not None else patient(pid),
                             "conditions": bundle(conditions if conditions is not None else [all_condition(pid=pid)])}
     return body
+
+
+def cards(response) -> list[dict]:
+    """The cards of a 200 answer (asserting it is one)."""
+    assert response.status_code == 200, response.get_data(as_text=True)
+    body = response.get_json()
+    assert isinstance(body["cards"], list)
+    return body["cards"]
+
+
+def warning_cards(response) -> list[dict]:
+    return [c for c in cards(response) if c["indicator"] == "warning"]

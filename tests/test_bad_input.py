@@ -20,7 +20,7 @@ import responses
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from builders import (CLINICAL, CPT, ICD10CM, LOINC, SELECT, SIGN, SNOMED, TODAY, VERIFICATION, all_condition,
+from builders import (cards, warning_cards, CLINICAL, CPT, ICD10CM, LOINC, SELECT, SIGN, SNOMED, TODAY, VERIFICATION, all_condition,
                       born, bundle, condition, hook_request, patient, service_request)
 from cds_service import create_app
 
@@ -59,17 +59,6 @@ def outcome(response, status: int) -> str:
     assert isinstance(issue["diagnostics"], str) and issue["diagnostics"].strip()
     assert "Traceback" not in text and 'File "' not in text
     return issue["diagnostics"]
-
-
-def cards(response) -> list[dict]:
-    assert response.status_code == 200, response.get_data(as_text=True)
-    body = response.get_json()
-    assert isinstance(body["cards"], list)
-    return body["cards"]
-
-
-def warning_cards(response) -> list[dict]:
-    return [c for c in cards(response) if c["indicator"] == "warning"]
 
 
 def ct_chest_call(**kwargs) -> dict:

@@ -17,7 +17,7 @@ import responses
 from responses import matchers
 
 import tokens
-from builders import (SELECT, SIGN, TODAY, all_condition, bundle, condition, hook_request, patient,
+from builders import (cards, warning_cards, SELECT, SIGN, TODAY, all_condition, bundle, condition, hook_request, patient,
                       service_request)
 from cds_service import create_app
 
@@ -103,17 +103,6 @@ def diagnostics(response) -> str:
     text = body["issue"][0]["diagnostics"]
     assert isinstance(text, str) and text.strip()
     return text
-
-
-def cards(response) -> list[dict]:
-    assert response.status_code == 200, response.get_data(as_text=True)
-    body = response.get_json()
-    assert isinstance(body["cards"], list)
-    return body["cards"]
-
-
-def warning_cards(response) -> list[dict]:
-    return [c for c in cards(response) if c["indicator"] == "warning"]
 
 
 def says_conditions_were_incomplete(detail: str) -> bool:
