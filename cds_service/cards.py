@@ -196,7 +196,7 @@ class Renderer:
     def relied_on(self, scope: Scope, facts: PatientFacts) -> str:
         lines = []
         if scope.age is None:
-            lines.append("Age: unknown (no birth date recorded)")
+            lines.append("Age: unknown (no valid birth date recorded)")
         else:
             lines.append(f"Age: {scope.age} years on {scope.today.isoformat()} "
                          f"(birth date {facts.birth_date.isoformat()})")

@@ -90,6 +90,8 @@ def assess(facts: PatientFacts, reasons: Iterable[Diagnosis], knowledge: Knowled
     leukemia = recorded + given
     symptoms = tuple(d for d in list(facts.diagnoses) + reasons if d.kind == "symptom")
     age = facts.age_on(today)
+    if age is not None and age < 0:
+        age = None  # a birth date after today is no usable age
     dates = [d.date for d in (confirmed or active) if d.date]
     diagnosis_date = min(dates) if dates else None
 

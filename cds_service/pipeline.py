@@ -58,8 +58,8 @@ class HookHandler:
         orders, raw_orders, systems, models = [], {}, {}, []
         for raw in request.orders:
             found = match(raw, knowledge)
-            if not found:
-                continue
+            if not found or not fhir_data.about_patient(raw, request.patient_id):
+                continue  # not a study the knowledge knows, or an order for another patient
             procedure, system = found
             try:
                 model = ServiceRequest.model_validate(raw)

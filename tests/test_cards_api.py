@@ -352,7 +352,7 @@ def test_nineteen_year_olds_are_adults(client, k):
 
 def test_missing_birth_date(client, k):
     result = call(client, hook_request([order()], pat=patient(birth_date=None)))
-    assert_no_rating_claim(result, k, "age-unknown", "birth date not recorded")
+    assert_no_rating_claim(result, k, "age-unknown", "no valid birth date recorded")
     if result["cards"]:
         assert "Age: unknown" in result["cards"][0]["detail"]
 
@@ -734,4 +734,18 @@ def test_hl7_patient_without_birth_date(client, k):
     pat1 = b.fixture(HL7 + "Patient-pat1.json")
     assert pat1["id"] == "pat1" and "birthDate" not in pat1
     result = call(client, hook_request([hl7_di()], pat=pat1))
-    assert_no_rating_claim(result, k, "age-unknown", "birth date not recorded")
+    assert_no_rating_claim(result, k, "age-unknown", "no valid birth date recorded")
+
+
+def test_an_order_for_another_patient_is_not_rated(client):
+    other = service_request("ct", "71250", pid="someone-else")
+    assert call(client, hook_request([other])) == {"cards": []}
+
+
+def test_a_birth_date_after_today_is_treated_as_unknown_age(client):
+    from datetime import timedelta
+    from builders import TODAY, patient
+    pat = patient(birth_date=(TODAY + timedelta(days=30)).isoformat())
+    result = call(client, hook_request([order("ct", "71250")], pat=pat))
+    assert [c["indicator"] for c in result["cards"]] == ["info"]
+    assert "birth date" in result["cards"][0]["summary"]
