@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
+import tempfile
 
 
 def _int(name: str, default: int) -> int:
@@ -98,19 +100,27 @@ else:
 
 
 # -- Prometheus multiprocess mode -----------------------------------------------------------
-# prometheus-client keeps each worker's metrics in files under PROMETHEUS_MULTIPROC_DIR.
-# Files left by an earlier run would be counted again, and a dead worker's live gauges must
-# be dropped.
+# prometheus-client keeps each worker's metrics in files under PROMETHEUS_MULTIPROC_DIR, so that
+# /metrics adds up all workers. This file is read before the app is imported (preload), so a
+# default set here is seen by prometheus-client. Files left by an earlier run would be counted
+# again, and a dead worker's live gauges must be dropped.
+_own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+if _own_metrics_dir:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="cds-service-metrics-")
+os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
+
 def on_starting(server):
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-        for path in glob.glob(os.path.join(directory, "*.db")):
-            os.remove(path)
+    for path in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+        os.remove(path)
 
 
 def child_exit(server, worker):
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
+    from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(worker.pid)
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _own_metrics_dir:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
