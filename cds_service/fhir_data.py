@@ -8,6 +8,7 @@ Conditions are first filtered on their codes, so a long record costs little.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -49,6 +50,9 @@ class FhirClient:
         self.max_pages = max_pages
         self.page_size = page_size
         self.session = session or requests.Session()
+        # Condition searches run here while the Patient is read. Threads start on first use,
+        # so a server that forks after loading the app (gunicorn --preload) gets its own.
+        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cds-fhir")
 
     def get(self, url: str, token: str | None, deadline: float, params: dict | None = None) -> dict:
         remaining = deadline - time.monotonic()
@@ -213,7 +217,28 @@ def load(prefetch: dict, patient_id: str, fhir_server: str | None, token: str | 
          knowledge: Knowledge, client: FhirClient, deadline: float,
          on_fetch: Callable[[str, bool], None] = lambda kind, ok: None) -> PatientData:
     gaps: list[str] = []
-    fetched = False
+
+    # -- the Conditions: optional; without them nothing is claimed. A search that is needed
+    # starts first, in the background, so that it runs while the Patient is read.
+    raw_conditions = prefetch.get("conditions", ABSENT)
+    if first_error(raw_conditions):
+        gaps.append(f"Conditions prefetch failed in the EHR: {first_error(raw_conditions)}")
+        raw_conditions = ABSENT
+    resources: list[dict] = []
+    first_page = None
+    if isinstance(raw_conditions, dict) and raw_conditions.get("resourceType") == "Bundle":
+        resources = entry_resources(raw_conditions)
+        first_page = raw_conditions if next_link(raw_conditions) else None  # paginated: read the rest
+    elif isinstance(raw_conditions, dict):
+        resources = [raw_conditions]
+    search = None
+    if raw_conditions is ABSENT or first_page:
+        if fhir_server:
+            params = {} if first_page else {"patient": patient_id}
+            search = client.pool.submit(client.search, fhir_server, "Condition", params, token, deadline, first_page)
+        else:
+            gaps.append("Conditions were not prefetched in full and no fhirServer was given")
+    fetched = search is not None
 
     # -- the Patient: required ----------------------------------------------------------
     raw_patient = prefetch.get("patient", ABSENT)
@@ -240,27 +265,10 @@ def load(prefetch: dict, patient_id: str, fhir_server: str | None, token: str | 
             why = gaps[-1] if len(gaps) > before else "the answer was not a Patient"
             raise DataUnavailable(f"Patient/{patient_id} from the FHIR server is unusable: {why}")
 
-    # -- the Conditions: optional; without them nothing is claimed ----------------------
-    raw_conditions = prefetch.get("conditions", ABSENT)
-    if first_error(raw_conditions):
-        gaps.append(f"Conditions prefetch failed in the EHR: {first_error(raw_conditions)}")
-        raw_conditions = ABSENT
-    resources: list[dict] = []
-    first_page = None
-    if isinstance(raw_conditions, dict) and raw_conditions.get("resourceType") == "Bundle":
-        resources = entry_resources(raw_conditions)
-        first_page = raw_conditions if next_link(raw_conditions) else None  # paginated: read the rest
-    elif isinstance(raw_conditions, dict):
-        resources = [raw_conditions]
-    if raw_conditions is ABSENT or first_page:
-        if fhir_server:
-            params = {} if first_page else {"patient": patient_id}
-            resources, problem = client.search(fhir_server, "Condition", params, token, deadline, first_page)
-            fetched = True
-            on_fetch("Condition", problem is None)
-            if problem:
-                gaps.append(f"Conditions were not read in full ({len(resources)} entries read): {problem}")
-        else:
-            gaps.append("Conditions were not prefetched in full and no fhirServer was given")
+    if search:
+        resources, problem = search.result()
+        on_fetch("Condition", problem is None)
+        if problem:
+            gaps.append(f"Conditions were not read in full ({len(resources)} entries read): {problem}")
     conditions = relevant_conditions(resources, patient_id, knowledge, gaps)
     return PatientData(patient, tuple(conditions), tuple(gaps), fetched)
