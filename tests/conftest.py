@@ -1,6 +1,7 @@
 import pytest
 
 from cds_service import create_app
+from cds_service.knowledge import load
 from builders import TODAY
 
 
@@ -14,3 +15,9 @@ def app(tmp_path):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def k():
+    """The project's knowledge base, loaded once."""
+    return load()

@@ -22,11 +22,6 @@ UNA = "Usually not appropriate"
 MBA_D = "May be appropriate (Disagreement)"
 
 
-@pytest.fixture(scope="module")
-def k():
-    return load()
-
-
 # -- helpers ------------------------------------------------------------------------------
 
 

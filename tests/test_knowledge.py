@@ -9,20 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from builders import CPT, ICD10CM, LOINC, SNOMED
 from cds_service.knowledge import SUMMARY_LIMIT, KnowledgeError, default_directory, load
 
 CHEST = "all-child-initial-staging-asymptomatic-chest"
 MALE = "all-child-male-initial-staging-asymptomatic"
-CPT = "http://www.ama-assn.org/go/cpt"
-LOINC = "http://loinc.org"
-SNOMED = "http://snomed.info/sct"
-ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
-
-
-@pytest.fixture(scope="module")
-def k():
-    return load()
 
 
 def copy_knowledge(tmp_path: Path) -> Path:
