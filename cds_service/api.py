@@ -65,7 +65,8 @@ def authenticate():
         rt.authenticator.verify(header, audience)
     except AuthError as exc:
         if rt.settings.production:
-            response = outcome_response(401, f"authentication failed: {exc.message}", "security")
+            g.error = f"authentication failed: {exc.message}"
+            response = outcome_response(401, g.error, "security")
             response.headers["WWW-Authenticate"] = "Bearer"
             return response
         log.warning("development mode: accepting a call whose token failed: %s", exc.message)
@@ -79,7 +80,6 @@ def discovery():
 
 @bp.post("/cds-services/<service_id>")
 def call_service(service_id: str):
-    g.service_id = service_id
     service = find_service(service_id)
     rt = runtime()
     hook_request = hooks.parse(read_json(), service, require_https=rt.settings.production)
@@ -131,7 +131,7 @@ def record_hook_call(response: Response) -> Response:
     if request.endpoint != "cds.call_service" or request.method != "POST":
         return response
     latency = time.perf_counter() - g.get("started", time.perf_counter())
-    service_id = g.get("service_id", "?")
+    service_id = (request.view_args or {}).get("service_id")
     if service_id not in hooks.SERVICES:
         service_id = "unknown"
     status = response.status_code

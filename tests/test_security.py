@@ -1,4 +1,5 @@
 """Authentication of the CDS client through the API (production mode), as an EHR would meet it."""
+import logging
 import time
 import uuid
 
@@ -105,3 +106,18 @@ def test_production_refuses_to_start_without_trusted_issuers(tmp_path):
 
 def test_development_accepts_calls_without_a_token(client):
     assert call(client).status_code == 200
+
+
+def test_a_refused_call_is_logged_with_its_service_and_reason(prod):
+    logger = logging.getLogger("cds_service")
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        assert call(prod).status_code == 401
+    finally:
+        logger.removeHandler(handler)
+    [line] = [r.fields for r in records if getattr(r, "fields", {}).get("event") == "hook_call"]
+    assert line["service"] == SELECT and line["status"] == 401
+    assert "missing Authorization header" in line["error"]
