@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Smoke test of what the Docker image does, without a Docker engine: the same install
+# (pip install ".[postgres]", not editable, from a copy laid out as the image's /app), the same
+# environment (CDS_ENV=production, ...), the same gunicorn command, then /health, /ready and a
+# refused unsigned call.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+mkdir -p "$work/app/instance" "$work/metrics"
+cp -r "$root/pyproject.toml" "$root/README.md" "$root/cds_service" "$root/knowledge" "$root/gunicorn.conf.py" "$work/app/"
+python3 -m venv "$work/venv"
+"$work/venv/bin/pip" install -q "$work/app[postgres]"
+echo '{"keys": []}' > "$work/jwks.json"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cd "$work/app"
+CDS_ENV=production CDS_KNOWLEDGE_DIR="$work/app/knowledge" CDS_DATABASE_URL="sqlite:///$work/app/instance/cds.db" \
+PROMETHEUS_MULTIPROC_DIR="$work/metrics" CDS_TRUSTED_ISSUERS="{\"https://ehr.example.org\": \"$work/jwks.json\"}" \
+  "$work/venv/bin/gunicorn" --config gunicorn.conf.py --bind "127.0.0.1:$port" "cds_service:create_app()" \
+  > "$work/server.log" 2>&1 &
+pid=$!
+for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break; sleep 0.2; done
+check() { # expected-status method path
+  got=$(curl -s -o /dev/null -w '%{http_code}' -X "$2" -H 'Content-Type: application/json' -d '{}' "http://127.0.0.1:$port$3")
+  [ "$got" = "$1" ] || { echo "image smoke: $2 $3 answered $got, expected $1"; cat "$work/server.log"; exit 1; }
+}
+check 200 GET /health
+check 200 GET /ready
+check 401 GET /cds-services
+check 401 POST /cds-services/acr-all-staging-order-select
+echo "image smoke: ok (health, ready, unsigned calls refused)"
