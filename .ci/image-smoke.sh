@@ -6,7 +6,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
-trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+pid=
+trap 'if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
 mkdir -p "$work/app/instance" "$work/metrics"
 cp -r "$root/pyproject.toml" "$root/README.md" "$root/cds_service" "$root/knowledge" "$root/gunicorn.conf.py" "$work/app/"
 python3 -m venv "$work/venv"
@@ -19,9 +20,23 @@ PROMETHEUS_MULTIPROC_DIR="$work/metrics" CDS_TRUSTED_ISSUERS="{\"https://ehr.exa
   "$work/venv/bin/gunicorn" --config gunicorn.conf.py --bind "127.0.0.1:$port" "cds_service:create_app()" \
   > "$work/server.log" 2>&1 &
 pid=$!
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break; sleep 0.2; done
+status() { # method url -> the HTTP status, or 000 when nothing answers
+  python3 - "$1" "$2" <<'PY'
+import sys, urllib.error, urllib.request
+method, url = sys.argv[1:]
+request = urllib.request.Request(url, data=b"{}" if method == "POST" else None, method=method,
+                                 headers={"Content-Type": "application/json"})
+try:
+    print(urllib.request.urlopen(request, timeout=5).status)
+except urllib.error.HTTPError as error:
+    print(error.code)
+except OSError:
+    print("000")
+PY
+}
+for _ in $(seq 100); do [ "$(status GET "http://127.0.0.1:$port/health")" = 200 ] && break; sleep 0.2; done
 check() { # expected-status method path
-  got=$(curl -s -o /dev/null -w '%{http_code}' -X "$2" -H 'Content-Type: application/json' -d '{}' "http://127.0.0.1:$port$3")
+  got=$(status "$2" "http://127.0.0.1:$port$3")
   [ "$got" = "$1" ] || { echo "image smoke: $2 $3 answered $got, expected $1"; cat "$work/server.log"; exit 1; }
 }
 check 200 GET /health
