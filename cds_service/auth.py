@@ -155,8 +155,8 @@ class Authenticator:
             raise AuthError("invalid signature") from None
         except jwt.PyJWTError as e:
             raise AuthError(f"invalid token: {e}") from None
-        if not claims["jti"]:
-            raise AuthError("missing claim jti")
+        if not isinstance(claims["jti"], str) or not claims["jti"]:
+            raise AuthError("missing claim jti (a non-empty string)")
         if not self.claim_jti(iss, claims["jti"], float(claims["exp"]) + self.leeway):
             raise AuthError("token replayed")
         return claims

@@ -59,6 +59,7 @@ def _forged(**overrides):
     (lambda c: jwt.encode({"iss": ISSUER, "aud": SERVICE_URL}, None, algorithm="none",
                           headers={"kid": KID}), "alg"),
     (lambda c: "not-a-jwt", "malformed"),
+    (lambda c: c.token(SERVICE_URL, jti=12345), "JWT ID must be a string"),
 ])
 def test_bad_tokens_get_401_with_the_reason(prod, trusted, make, message):
     response = call(prod, make(trusted))
