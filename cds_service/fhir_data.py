@@ -125,6 +125,13 @@ def next_link(bundle: dict) -> str | None:
     return None
 
 
+def codings(resource: dict) -> list:
+    """The raw Coding list of a resource's `code`, or [] when it has none or is malformed."""
+    code = resource.get("code")
+    found = code.get("coding") if isinstance(code, dict) else None
+    return found if isinstance(found, list) else []
+
+
 def first_error(resource: Any) -> str | None:
     if isinstance(resource, dict) and resource.get("resourceType") == "OperationOutcome":
         for issue in listed(resource.get("issue")):
@@ -183,9 +190,8 @@ def relevant_conditions(resources: list[dict], patient_id: str, knowledge: Knowl
     for resource in resources:
         if resource.get("resourceType") != "Condition":
             continue
-        codings = (resource.get("code") or {}).get("coding") if isinstance(resource.get("code"), dict) else None
-        if not isinstance(codings, list) or not any(
-                isinstance(c, dict) and knowledge.diagnosis_for(c.get("system"), c.get("code")) for c in codings):
+        if not any(isinstance(c, dict) and knowledge.diagnosis_for(c.get("system"), c.get("code"))
+                   for c in codings(resource)):
             continue
         name = f"Condition/{resource.get('id', '?')}"
         if not about_patient(resource, patient_id):
@@ -221,8 +227,8 @@ def load(prefetch: dict, patient_id: str, fhir_server: str | None, token: str | 
     # -- the Conditions: optional; without them nothing is claimed. A search that is needed
     # starts first, in the background, so that it runs while the Patient is read.
     raw_conditions = prefetch.get("conditions", ABSENT)
-    if first_error(raw_conditions):
-        gaps.append(f"Conditions prefetch failed in the EHR: {first_error(raw_conditions)}")
+    if error := first_error(raw_conditions):
+        gaps.append(f"Conditions prefetch failed in the EHR: {error}")
         raw_conditions = ABSENT
     resources: list[dict] = []
     first_page = None
@@ -242,8 +248,8 @@ def load(prefetch: dict, patient_id: str, fhir_server: str | None, token: str | 
 
     # -- the Patient: required ----------------------------------------------------------
     raw_patient = prefetch.get("patient", ABSENT)
-    if first_error(raw_patient):
-        gaps.append(f"Patient prefetch failed in the EHR: {first_error(raw_patient)}")
+    if error := first_error(raw_patient):
+        gaps.append(f"Patient prefetch failed in the EHR: {error}")
         raw_patient = ABSENT
     if raw_patient is None:
         raise DataUnavailable("the EHR's prefetch says there is no Patient record (prefetch 'patient' is null)")

@@ -23,15 +23,9 @@ class Outcome:
     data_source: str   # "none" (nothing to rate), "prefetch" or "fhir"
 
 
-def codings(resource: dict) -> list:
-    code = resource.get("code")
-    found = code.get("coding") if isinstance(code, dict) else None
-    return found if isinstance(found, list) else []
-
-
 def match(resource: dict, knowledge: Knowledge):
     """(procedure, system key) of the first coding of the order that the knowledge knows."""
-    for coding in codings(resource):
+    for coding in fhir_data.codings(resource):
         if isinstance(coding, dict):
             procedure = knowledge.procedure_for(coding.get("system"), coding.get("code"))
             if procedure:
