@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from .decide import Decision, Finding, Scope
-from .facts import Diagnosis, PatientFacts
+from .facts import Evidence, PatientFacts
 from .knowledge import Knowledge, Procedure
 
 PAMA_PREFIX = "http://fhir.org/argonaut/Extension/pama-rating"
@@ -67,6 +67,7 @@ class Renderer:
         suggested: set[str] = set()  # one suggestion per alternative study, even for two warnings
         scope = decision.scope
         relied_on = self.relied_on(scope, facts)
+        findings = {f.order_id: f for f in decision.findings}
         for finding in decision.findings:
             raw = orders[finding.order_id]
             card = None
@@ -82,15 +83,24 @@ class Renderer:
                 issued.append(IssuedCard(
                     card["uuid"], finding.order_id, card["source"]["topic"]["code"], card["indicator"],
                     finding.pama, tuple(s["uuid"] for s in card.get("suggestions", ()))))
-            label = finding.rating.rating.label if finding.rating else "not rated by the criteria"
+        # Every recognised order gets a rating, so that an EHR replaces one an earlier call gave:
+        # an order this call does not rate gets no-criteria-apply.
+        for order in decision.orders:
+            finding = findings.get(order.id)
+            pama = finding.pama if finding else "no-criteria-apply"
+            label = finding.rating.rating.label if finding and finding.rating else "not rated by the criteria"
+            raw = orders[order.id]
             actions.append({
                 "type": "update",
-                "description": f"PAMA appropriateness rating for {finding.procedure.label}: "
-                               f"{finding.pama} ({label}).",
+                "description": f"PAMA appropriateness rating for {order.procedure.label}: {pama} ({label}).",
                 "resource": {**raw, "extension": pama_extensions(
-                    raw.get("extension"), finding.pama, self.k.policies.pama_qcdsm, consult_id)},
+                    raw.get("extension"), pama, self.k.policies.pama_qcdsm, consult_id)},
             })
-        if not scope.applies and scope.relevant and decision.orders and self.k.policies.explain_out_of_scope \
+        if scope.withheld and decision.orders:
+            card = self.withheld_card(decision, relied_on)
+            cards.append(card)
+            issued.append(IssuedCard(card["uuid"], None, card["source"]["topic"]["code"], "info", None, ()))
+        elif not scope.applies and scope.relevant and decision.orders and self.k.policies.explain_out_of_scope \
                 and scope.reasons and all(r.reason.explain for r in scope.reasons):
             card = self.out_of_scope_card(decision, relied_on)
             cards.append(card)
@@ -154,6 +164,14 @@ class Renderer:
                  relied_on, self.footer()]
         return self.card(summary, "info", "\n\n".join(parts), f"out-of-scope/{headline.reason.id}")
 
+    def withheld_card(self, decision: Decision, relied_on: str) -> dict:
+        policies = self.k.policies
+        studies = ", ".join(sorted({o.procedure.label for o in decision.orders}))
+        parts = [policies.withheld_detail,
+                 "**Could not be checked:**\n" + "\n".join(f"- {g.detail}" for g in decision.scope.withheld),
+                 f"Studies not rated: {studies}.", relied_on, self.footer()]
+        return self.card(policies.withheld_summary, "info", "\n\n".join(parts), "withheld/incomplete-record")
+
     def suggestion(self, finding: Finding, raw: dict, system: str | None, consult_id: str) -> dict:
         alternative = finding.alternative
         code = alternative.order_code.get(system) or alternative.order_code.get("cpt") \
@@ -184,9 +202,12 @@ class Renderer:
             parts.append("**Pitfalls:**\n" + "\n".join(f"- {p}" for p in procedure.pitfalls))
         return parts
 
-    def cite(self, d: Diagnosis) -> str:
-        status = ", ".join(s for s in (d.verification_status, d.clinical_status) if s)
-        text = f"{d.display} ({self.k.system_names.get(d.system, d.system)} {d.code}), {d.source}"
+    def cite(self, d: Evidence) -> str:
+        status = ", ".join(f"{s} status" if s == "unknown" else s for s in (d.verification_status, d.clinical_status) if s)
+        if d.from_text:
+            text = f'"{d.display}" (in text), {d.source}'
+        else:
+            text = f"{d.display} ({self.k.system_names.get(d.system, d.system)} {d.code}), {d.source}"
         if status:
             text += f", {status}"
         if d.date:
@@ -205,13 +226,21 @@ class Renderer:
             lines += [f"Diagnosis: {self.cite(d)}" for d in scope.diagnoses]
         else:
             lines.append("Diagnosis: no active ALL Condition recorded")
-        others = [d for d in facts.diagnoses if d.kind != "all" and d.kind != "symptom"]
+        others = [d for d in facts.evidence if d.kind not in ("symptom", "therapy") and d not in scope.diagnoses]
         lines += [f"Also recorded: {self.cite(d)}" for d in others]
         if scope.symptoms:
             lines += [f"Symptom: {self.cite(d)}" for d in scope.symptoms]
         else:
             lines.append("Symptoms: none recorded as active Conditions or as the order's reason")
-        lines += [f"Not available: {gap}" for gap in facts.gaps]
+        if scope.therapy:
+            lines += [f"Therapy: {self.cite(d)}" for d in scope.therapy]
+        elif facts.medications_read is None:
+            lines.append(f"Therapy: not checked (no medication data); a diagnosis within "
+                         f"{self.k.policies.new_within_days} days stands in for 'before therapy'")
+        else:
+            lines.append(f"Therapy: no ALL therapy among {facts.medications_read} medication orders")
+        lines += [f"Not read: {gap.detail}" for gap in facts.gaps if gap.kind != "invalid"]
+        lines += [f"Read only for exclusions: {gap.detail}" for gap in facts.gaps if gap.kind == "invalid"]
         return "**What this relied on:**\n" + "\n".join(f"- {line}" for line in lines)
 
     def footer(self) -> str:

@@ -9,13 +9,12 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Iterable, Sequence
 
-from .facts import Diagnosis, PatientFacts
+from .facts import ALL_KINDS, UNKNOWN, Evidence, Gap, PatientFacts
 from .knowledge import Knowledge, OutOfScopeReason, Procedure, Statement, VariantRating
 
 RELAPSE = {"relapse", "recurrence"}
 REMISSION = {"inactive", "remission", "resolved"}
 UNCONFIRMED = {"unconfirmed", "provisional", "differential"}
-LEUKEMIA_KINDS = {"all", "all-remission", "all-relapse", "excluded"}
 
 
 @dataclass(frozen=True)
@@ -36,13 +35,15 @@ class Reason:
 @dataclass(frozen=True)
 class Scope:
     applies: bool
-    relevant: bool                        # a leukemia is on record: an out-of-scope card may explain
-    reasons: tuple[Reason, ...]           # empty when the guidance applies
+    relevant: bool                        # a leukemia is coded on record: an out-of-scope card may explain
+    reasons: tuple[Reason, ...]           # why the child is out; empty when the guidance applies or is withheld
+    withheld: tuple[Gap, ...]             # in scope on what was read, but these gaps could hide an exclusion
     age: int | None
     sex: str | None
-    diagnoses: tuple[Diagnosis, ...]      # the ALL diagnoses relied on
+    diagnoses: tuple[Evidence, ...]       # the ALL diagnoses relied on
     diagnosis_date: date | None
-    symptoms: tuple[Diagnosis, ...]
+    symptoms: tuple[Evidence, ...]
+    therapy: tuple[Evidence, ...]
     today: date
 
 
@@ -50,6 +51,7 @@ class Scope:
 class Order:
     id: str
     procedure: Procedure
+    staging: bool | None = None           # from the order's stated reasons; None: no reason stated
 
 
 @dataclass(frozen=True)
@@ -74,55 +76,74 @@ class Decision:
     orders: tuple[Order, ...]             # the selected orders with a known procedure
 
 
-def assess(facts: PatientFacts, reasons: Iterable[Diagnosis], knowledge: Knowledge, today: date) -> Scope:
-    """Is the patient in the scenario (child, confirmed, active, new ALL, no symptoms)? If not, why not."""
+def assess(facts: PatientFacts, reasons: Iterable[Evidence], knowledge: Knowledge, today: date) -> Scope:
+    """Is the child in the scenario (child, confirmed, active, new ALL, no symptoms, no therapy)?
+
+    Asymmetric: only an exact, active, confirmed ALL diagnosis brings a child in; any evidence
+    that might take the child out counts, however it was read; and when the child is in on what
+    was read but a gap in the record could hide such evidence, the rating is withheld."""
     policies = knowledge.policies
-    reasons = list(reasons)
-    recorded = [d for d in facts.diagnoses if d.kind in LEUKEMIA_KINDS]
-    given = [d for d in reasons if d.kind in LEUKEMIA_KINDS]
-    all_dx = [d for d in recorded if d.kind == "all"]
-    if policies.order_reason_can_establish_all:
-        all_dx += [d for d in given if d.kind == "all"]
-    active = [d for d in all_dx if d.clinical_status not in RELAPSE | REMISSION
-              and (d.clinical_status or policies.absent_clinical_status_counts_as_active)]
-    confirmed = [d for d in active if d.verification_status == "confirmed"
-                 or (d.verification_status is None and policies.absent_verification_counts_as_confirmed)]
-    leukemia = recorded + given
-    symptoms = tuple(d for d in list(facts.diagnoses) + reasons if d.kind == "symptom")
+    recorded = list(facts.evidence)
+    everything = recorded + list(reasons)
+    all_evidence = [e for e in everything if e.kind in ALL_KINDS]
+    all_dx = [e for e in recorded if e.kind == "all" and not e.from_text]
+
+    def active(e: Evidence) -> bool:
+        return e.clinical_status == "active" or (e.clinical_status is None and policies.absent_clinical_status_counts_as_active)
+
+    def confirmed(e: Evidence) -> bool:
+        return e.verification_status == "confirmed" or (
+            e.verification_status is None and policies.absent_verification_counts_as_confirmed)
+
+    clean = [e for e in all_dx if e.exact and active(e) and confirmed(e)]
+    symptoms = tuple(e for e in everything if e.kind == "symptom")
+    therapy = tuple(e for e in everything if e.kind == "therapy")
     age = facts.age_on(today)
     if age is not None and age < 0:
         age = None  # a birth date after today is no usable age
-    dates = [d.date for d in (confirmed or active) if d.date]
-    diagnosis_date = min(dates) if dates else None
+    dates = [e.date for e in recorded if e.kind in ALL_KINDS]
+    diagnosis_date = None if None in dates or not dates else min(dates)
 
     found: dict[str, dict] = {}
     if age is None:
         found["age-unknown"] = {}
     elif age > policies.max_age_years:
         found["adult"] = {}
-    excluded = [d for d in leukemia if d.kind == "excluded"]
-    if excluded:
+    if excluded := [e for e in everything if e.kind == "excluded"]:
         found["excluded-diagnosis"] = {"display": excluded[0].display}
-    if any(d.kind == "all-relapse" for d in leukemia) or any(d.clinical_status in RELAPSE for d in all_dx):
+    if any(e.kind == "all-relapse" or e.clinical_status in RELAPSE for e in all_evidence):
         found["relapse"] = {}
-    if any(d.kind == "all-remission" for d in leukemia) or any(d.clinical_status in REMISSION for d in all_dx):
+    if any(e.kind == "all-remission" or e.clinical_status in REMISSION for e in all_evidence):
         found["remission"] = {}
-    if active and not confirmed:
-        found["unconfirmed"] = {}
-    if confirmed and diagnosis_date is None:
+    if therapy:
+        found["therapy-started"] = {"display": therapy[0].display}
+    if any(e.clinical_status == UNKNOWN for e in all_evidence) or (
+            not clean and any(e.verification_status == UNKNOWN for e in all_dx)):
+        found["status-unknown"] = {}
+    if all_dx and not clean:
+        if not any(e.exact for e in all_dx):
+            found["diagnosis-invalid"] = {}
+        if any(e.verification_status in UNCONFIRMED for e in all_dx):
+            found["unconfirmed"] = {}
+    if clean and None in dates:
         found["date-unknown"] = {}
-    elif diagnosis_date and diagnosis_date < today - timedelta(days=policies.new_within_days):
+    elif clean and diagnosis_date < today - timedelta(days=policies.new_within_days):
         found["not-new"] = {"days": policies.new_within_days}
     if symptoms:
         found["symptomatic"] = {"display": symptoms[0].display.lower()}
+    if all_dx and not clean and not found:
+        found["status-unknown"] = {}  # not active or not confirmed in a way no other reason names
 
     ordered = tuple(Reason(reason, found[rid]) for rid, reason in policies.out_of_scope.items() if rid in found)
+    in_on_what_was_read = bool(clean) and not ordered
+    withheld = tuple(g for g in facts.gaps if g.could_hide_evidence and g.data in policies.withhold_when_unread) \
+        if in_on_what_was_read else ()
     return Scope(
-        applies=bool(confirmed) and not ordered,
-        relevant=bool(recorded),
-        reasons=ordered,
-        age=age, sex=facts.sex, diagnoses=tuple(confirmed or active or all_dx),
-        diagnosis_date=diagnosis_date, symptoms=symptoms, today=today,
+        applies=in_on_what_was_read and not withheld,
+        relevant=any(e.kind in ALL_KINDS + ("excluded",) and not e.from_text for e in recorded),
+        reasons=ordered, withheld=withheld,
+        age=age, sex=facts.sex, diagnoses=tuple(clean or all_dx),
+        diagnosis_date=diagnosis_date, symptoms=symptoms, therapy=therapy, today=today,
     )
 
 
@@ -150,10 +171,12 @@ def judge(order: Order, sex: str | None, knowledge: Knowledge) -> Finding | None
     return Finding(order.id, procedure, rating, statement, alternative, alternative_rating if alternative else None)
 
 
-def decide(facts: PatientFacts, orders: Sequence[Order], reasons: Iterable[Diagnosis],
+def decide(facts: PatientFacts, orders: Sequence[Order], reasons: Iterable[Evidence],
            knowledge: Knowledge, today: date) -> Decision:
+    """Rate each order in the scenario; an order whose stated reason is not staging is not rated."""
     scope = assess(facts, reasons, knowledge, today)
     findings = ()
     if scope.applies:
-        findings = tuple(f for f in (judge(o, facts.sex, knowledge) for o in orders) if f)
+        staging = [o for o in orders if o.staging is not False]
+        findings = tuple(f for f in (judge(o, facts.sex, knowledge) for o in staging) if f)
     return Decision(scope, findings, tuple(orders))

@@ -18,6 +18,7 @@ from fhir.resources.R4B.condition import Condition
 from fhir.resources.R4B.patient import Patient
 from pydantic import ValidationError
 
+from .facts import ConditionRecord, Gap
 from .knowledge import Knowledge
 
 ABSENT = object()
@@ -29,10 +30,11 @@ class DataUnavailable(Exception):
 
 @dataclass(frozen=True)
 class PatientData:
-    patient: Any                 # fhir.resources Patient
-    conditions: tuple[Any, ...]  # fhir.resources Conditions that matter to the decision
-    gaps: tuple[str, ...]        # what was missing or skipped, for the card detail
-    fetched: bool                # whether anything came from the FHIR server
+    patient: Any                              # fhir.resources Patient
+    conditions: tuple[ConditionRecord, ...]   # the patient's Conditions as sent
+    medications: tuple[dict, ...] | None      # MedicationRequests as sent; None: none could be had
+    gaps: tuple[Gap, ...]                     # what could not be read, or only in part
+    fetched: bool                             # whether anything came from the FHIR server
 
 
 class FetchError(Exception):
@@ -109,9 +111,16 @@ class FhirClient:
                 return resources, "a paging link pointed away from the FHIR server"
         return resources, f"pages beyond the first {self.max_pages} were not read"
 
+    def search_all(self, base: str, resource_type: str, params: dict, token: str | None, deadline: float,
+                   first_page: dict | None = None):
+        return self.pool.submit(self.search, base, resource_type, params, token, deadline, first_page)
+
 
 def entry_resources(bundle: dict) -> list[dict]:
-    return [e["resource"] for e in listed(bundle.get("entry")) if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+    """The resources of a Bundle's entries; an entry that holds no resource object is kept as None,
+    so that the reader can say it could not be read."""
+    return [e.get("resource") if isinstance(e, dict) and isinstance(e.get("resource"), dict) else None
+            for e in listed(bundle.get("entry"))]
 
 
 def listed(value: Any) -> list:
@@ -183,30 +192,53 @@ def about_patient(resource: dict, patient_id: str) -> bool:
         or reference.endswith(f"/Patient/{patient_id}")
 
 
-def relevant_conditions(resources: list[dict], patient_id: str, knowledge: Knowledge,
-                        gaps: list[str]) -> list[Any]:
-    """Validate only the Conditions whose code the decision knows (ALL, excluded, symptom)."""
+def is_all_coded(resource: dict, knowledge: Knowledge) -> bool:
+    return any(isinstance(c, dict) and (m := knowledge.diagnosis_for(c.get("system"), c.get("code"))) and m.kind == "all"
+               for c in codings(resource))
+
+
+def condition_records(resources: list, patient_id: str, knowledge: Knowledge, gaps: list[Gap]) -> list[ConditionRecord]:
+    """The patient's Conditions as sent. Those with an ALL code, the only ones that can bring a child
+    into scope, are validated; the others are read leniently. Nothing is dropped without a Gap."""
     kept = []
     for resource in resources:
-        if resource.get("resourceType") != "Condition":
+        if resource is None:
+            gaps.append(Gap("Condition", "unreadable", "an entry of the Conditions held no resource that could be read"))
             continue
-        if not any(isinstance(c, dict) and knowledge.diagnosis_for(c.get("system"), c.get("code"))
-                   for c in codings(resource)):
+        kind = resource.get("resourceType")
+        if kind == "OperationOutcome":
+            if any(isinstance(i, dict) and i.get("severity") in ("error", "fatal") for i in listed(resource.get("issue"))):
+                gaps.append(Gap("Condition", "unread", f"the Conditions search reported an error: {first_error(resource)}"))
+            continue
+        if kind != "Condition":
             continue
         name = f"Condition/{resource.get('id', '?')}"
         if not about_patient(resource, patient_id):
-            gaps.append(f"{name} skipped: it is about another patient")
+            gaps.append(Gap("Condition", "skipped", f"{name} was left out: it is about another patient"))
             continue
-        try:
-            kept.append(read_condition(resource))
-        except ValueError as exc:
-            gaps.append(f"{name} skipped: {exc}")
+        problem = None
+        if is_all_coded(resource, knowledge):
+            try:
+                read_condition(resource)
+            except ValueError as exc:
+                problem = str(exc)
+        kept.append(ConditionRecord(resource, problem))
+    return kept
+
+
+def medication_requests(resources: list, patient_id: str, gaps: list[Gap]) -> list[dict]:
+    kept = []
+    for resource in resources:
+        if resource is None:
+            gaps.append(Gap("MedicationRequest", "unreadable", "an entry of the medications held no resource that could be read"))
+        elif resource.get("resourceType") == "MedicationRequest" and about_patient(resource, patient_id):
+            kept.append(resource)
     return kept
 
 
 def parse_patient(resource: Any, patient_id: str, gaps: list[str]) -> Any:
     if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
-        resource = next((r for r in entry_resources(resource) if r.get("resourceType") == "Patient"), None)
+        resource = next((r for r in entry_resources(resource) if r and r.get("resourceType") == "Patient"), None)
     if not isinstance(resource, dict) or resource.get("resourceType") != "Patient":
         return None
     if resource.get("id") not in (None, patient_id):
@@ -219,41 +251,52 @@ def parse_patient(resource: Any, patient_id: str, gaps: list[str]) -> Any:
         return None
 
 
+def prefetched(prefetch: dict, key: str, what: str, gaps: list[Gap]) -> tuple[Any, list, dict | None]:
+    """(raw value or ABSENT, resources, a first page whose rest must be read). An OperationOutcome
+    counts as absent (the EHR failed to get it), with a Gap saying so if nothing replaces it."""
+    raw = prefetch.get(key, ABSENT)
+    if error := first_error(raw):
+        gaps.append(Gap(what, "unread", f"the {key} prefetch failed in the EHR: {error}"))
+        raw = ABSENT
+    if isinstance(raw, dict) and raw.get("resourceType") == "Bundle":
+        return raw, entry_resources(raw), raw if next_link(raw) else None
+    if isinstance(raw, dict):
+        return raw, [raw], None
+    return raw, [], None
+
+
 def load(prefetch: dict, patient_id: str, fhir_server: str | None, token: str | None,
          knowledge: Knowledge, client: FhirClient, deadline: float,
          on_fetch: Callable[[str, bool], None] = lambda kind, ok: None) -> PatientData:
-    gaps: list[str] = []
+    gaps: list[Gap] = []
 
-    # -- the Conditions: optional; without them nothing is claimed. A search that is needed
-    # starts first, in the background, so that it runs while the Patient is read.
-    raw_conditions = prefetch.get("conditions", ABSENT)
-    if error := first_error(raw_conditions):
-        gaps.append(f"Conditions prefetch failed in the EHR: {error}")
-        raw_conditions = ABSENT
-    resources: list[dict] = []
-    first_page = None
-    if isinstance(raw_conditions, dict) and raw_conditions.get("resourceType") == "Bundle":
-        resources = entry_resources(raw_conditions)
-        first_page = raw_conditions if next_link(raw_conditions) else None  # paginated: read the rest
-    elif isinstance(raw_conditions, dict):
-        resources = [raw_conditions]
-    search = None
-    if raw_conditions is ABSENT or first_page:
-        if fhir_server:
-            params = {} if first_page else {"patient": patient_id}
-            search = client.pool.submit(client.search, fhir_server, "Condition", params, token, deadline, first_page)
-        else:
-            gaps.append("Conditions were not prefetched in full and no fhirServer was given")
-    fetched = search is not None
+    # -- Conditions and medications: optional, searched in the background while the Patient is read.
+    searches, found, had = {}, {}, {}
+    for key, kind in (("conditions", "Condition"), ("medications", "MedicationRequest")):
+        before = len(gaps)
+        raw, resources, first_page = prefetched(prefetch, key, kind, gaps)
+        found[kind], had[kind] = resources, raw is not ABSENT
+        if raw is ABSENT or first_page:
+            if fhir_server:
+                del gaps[before:]  # the server replaces the failed prefetch
+                params = {} if first_page else {"patient": patient_id}
+                searches[kind] = client.search_all(fhir_server, kind, params, token, deadline, first_page)
+                had[kind] = True
+            elif raw is not ABSENT:
+                gaps.append(Gap(kind, "unread", f"only the first page of the {key} prefetch was given, and no fhirServer"))
+            elif len(gaps) == before:
+                gaps.append(Gap(kind, "unread", f"the {key} were not prefetched and no fhirServer was given"))
+    fetched = bool(searches)
 
     # -- the Patient: required ----------------------------------------------------------
     raw_patient = prefetch.get("patient", ABSENT)
     if error := first_error(raw_patient):
-        gaps.append(f"Patient prefetch failed in the EHR: {error}")
+        gaps.append(Gap("Patient", "unread", f"the patient prefetch failed in the EHR: {error}"))
         raw_patient = ABSENT
     if raw_patient is None:
         raise DataUnavailable("the EHR's prefetch says there is no Patient record (prefetch 'patient' is null)")
-    patient = parse_patient(raw_patient, patient_id, gaps) if raw_patient is not ABSENT else None
+    patient_gaps: list[str] = []
+    patient = parse_patient(raw_patient, patient_id, patient_gaps) if raw_patient is not ABSENT else None
     if patient is None:
         if not fhir_server:
             reason = "it was not prefetched" if raw_patient is ABSENT else "the prefetched one was not a usable Patient"
@@ -265,16 +308,20 @@ def load(prefetch: dict, patient_id: str, fhir_server: str | None, token: str | 
             raise DataUnavailable(f"Patient/{patient_id} could not be read from the FHIR server: {exc}") from None
         on_fetch("Patient", True)
         fetched = True
-        before = len(gaps)
-        patient = parse_patient(resource, patient_id, gaps)
+        before = len(patient_gaps)
+        patient = parse_patient(resource, patient_id, patient_gaps)
         if patient is None:
-            why = gaps[-1] if len(gaps) > before else "the answer was not a Patient"
+            why = patient_gaps[-1] if len(patient_gaps) > before else "the answer was not a Patient"
             raise DataUnavailable(f"Patient/{patient_id} from the FHIR server is unusable: {why}")
+    gaps += [Gap("Patient", "skipped", text) for text in patient_gaps]
 
-    if search:
+    for kind, search in searches.items():
         resources, problem = search.result()
-        on_fetch("Condition", problem is None)
+        on_fetch(kind, problem is None)
+        found[kind] = resources
         if problem:
-            gaps.append(f"Conditions were not read in full ({len(resources)} entries read): {problem}")
-    conditions = relevant_conditions(resources, patient_id, knowledge, gaps)
-    return PatientData(patient, tuple(conditions), tuple(gaps), fetched)
+            gaps.append(Gap(kind, "unread", f"the {kind} search was not read in full ({len(resources)} entries read): {problem}"))
+    conditions = condition_records(found["Condition"], patient_id, knowledge, gaps)
+    medications = medication_requests(found["MedicationRequest"], patient_id, gaps) if had["MedicationRequest"] else None
+    return PatientData(patient, tuple(conditions), None if medications is None else tuple(medications),
+                       tuple(gaps), fetched)

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 PREFETCH = {
     "patient": "Patient/{{context.patientId}}",
     "conditions": "Condition?patient={{context.patientId}}",
+    "medications": "MedicationRequest?patient={{context.patientId}}",
 }
 
 
@@ -22,7 +23,7 @@ class Service:
         return {"hook": self.hook, "id": self.id, "title": self.title, "description": self.description,
                 "prefetch": PREFETCH,
                 "usageRequirements": "Imaging orders as R4 ServiceRequests coded in CPT, LOINC or SNOMED CT; "
-                                     "Patient and Conditions by prefetch or FHIR server access."}
+                                     "Patient, Conditions and MedicationRequests by prefetch or FHIR server access."}
 
 
 _ABOUT = ("ACR Appropriateness Criteria for imaging at initial staging of an asymptomatic child "

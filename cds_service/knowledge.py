@@ -5,6 +5,7 @@ so a typo in a rating or a missing code list never reaches a clinician.
 """
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,7 +15,8 @@ from typing import Any, Mapping
 SUMMARY_LIMIT = 140  # CDS Hooks: summary SHALL be under 140 characters
 SEXES = ("any", "male", "female")
 RESULT_KINDS = ("normal", "negative", "positive", "indeterminate")
-DIAGNOSIS_KINDS = ("all", "all-remission", "all-relapse", "excluded", "symptom")
+DIAGNOSIS_KINDS = ("all", "all-remission", "all-relapse", "excluded", "symptom", "therapy")
+PREFIX_SYSTEMS = ("icd10", "atc")  # hierarchical codes: a code ending in "*" matches its children
 PREFIX_KEY = 3  # ICD-10 prefix codes are indexed by their category (first three characters)
 CODE_STATUSES = ("VERIFIED", "VERIFIED-moderate", "judgement", "ours")
 
@@ -103,6 +105,11 @@ class Policies:
     absent_verification_counts_as_confirmed: bool
     absent_clinical_status_counts_as_active: bool
     order_reason_can_establish_all: bool
+    staging_text: re.Pattern           # a reason text that names the leukemia or its staging
+    not_given_statuses: frozenset[str]  # MedicationRequest statuses that are no evidence of therapy
+    withhold_when_unread: frozenset[str]  # resource types whose unread part withholds the rating
+    withheld_summary: str
+    withheld_detail: str
     explain_out_of_scope: bool
     out_of_scope_summary: str
     out_of_scope: Mapping[str, OutOfScopeReason]  # in priority order
@@ -141,6 +148,8 @@ class Knowledge:
     _procedure_codes: Mapping[tuple[str, str], Procedure]
     _diagnosis_codes: Mapping[tuple[str, str], DiagnosisMatch]
     _diagnosis_prefixes: Mapping[tuple[str, str], tuple[tuple[str, DiagnosisMatch], ...]]  # by first 3 chars
+    _text_kinds: Mapping[str, re.Pattern]  # kind -> words that are evidence of it in text
+    _neutral: re.Pattern                   # phrases removed from text before matching
 
     # -- code look-ups (the hot path: plain dict reads) --------------------------------
     def system_key(self, uri: Any) -> str | None:
@@ -154,11 +163,33 @@ class Knowledge:
         return self._procedure_codes.get((key, normalise(key, code)))
 
     def diagnosis_for(self, system: Any, code: Any) -> DiagnosisMatch | None:
-        """What a coding (system URI, code) means for the scenario (ALL, excluded, symptom), if anything."""
+        """What a coding (system URI, code) means for the scenario (ALL, excluded, symptom, therapy), if anything."""
         key = self.system_key(system)
         if key is None or not isinstance(code, str):
             return None
-        code = normalise(key, code)
+        return self._diagnosis(key, normalise(key, code))
+
+    def diagnosis_in_any_system(self, code: Any) -> DiagnosisMatch | None:
+        """The meaning of a code whose system is missing or unknown, trying every system (lenient
+        reading: the codes of the systems do not overlap in form)."""
+        if isinstance(code, (int, float)) and not isinstance(code, bool):
+            code = str(code)
+        if not isinstance(code, str) or not code.strip():
+            return None
+        for key in self.system_uris:
+            match = self._diagnosis(key, normalise(key, code))
+            if match:
+                return match
+        return None
+
+    def text_evidence(self, text: Any) -> list[tuple[str, str]]:
+        """(kind, words) for each kind of evidence the text names; text only ever takes a child out."""
+        if not isinstance(text, str) or not text:
+            return []
+        text = self._neutral.sub(" ", text)
+        return [(kind, found.group(0)) for kind, pattern in self._text_kinds.items() if (found := pattern.search(text))]
+
+    def _diagnosis(self, key: str, code: str) -> DiagnosisMatch | None:
         match = self._diagnosis_codes.get((key, code))
         if match:
             return match
@@ -179,6 +210,15 @@ class Knowledge:
 def normalise(system_key: str, code: str) -> str:
     code = code.strip()
     return code.replace(".", "").upper() if system_key == "icd10" else code
+
+
+def phrases(words: tuple[str, ...], acronyms: tuple[str, ...] = ()) -> re.Pattern:
+    """One pattern for whole words and phrases (any case, any spacing) and acronyms (exact case)."""
+    alternatives = [r"(?i:" + "|".join(r"\s+".join(map(re.escape, w.split())) for w in words) + ")"] if words else []
+    alternatives += [re.escape(a) for a in acronyms]
+    if not alternatives:
+        return re.compile(r"(?!x)x")  # matches nothing
+    return re.compile(r"(?<![\w-])(?:" + "|".join(alternatives) + r")(?![\w-])")
 
 
 def default_directory() -> Path:
@@ -307,8 +347,8 @@ def load(directory: Path | str | None = None) -> Knowledge:
             if status not in CODE_STATUSES:
                 raise valuesets.fail(f"{f}.status", f"{status!r}: UNVERIFIED codes are not matched; use one of {CODE_STATUSES}")
             code = valuesets.get(entry, "code", f)
-            if code.endswith("*") and system != "icd10":
-                raise valuesets.fail(f"{f}.code", "prefix codes (ending in *) are only for ICD-10")
+            if code.endswith("*") and system not in PREFIX_SYSTEMS:
+                raise valuesets.fail(f"{f}.code", f"prefix codes (ending in *) are only for {', '.join(PREFIX_SYSTEMS)}")
             result.append(Code(system, code, valuesets.get(entry, "display", f), status))
         return result
 
@@ -331,6 +371,17 @@ def load(directory: Path | str | None = None) -> Knowledge:
                 raise valuesets.fail(field, f"code {code.code} is listed twice")
             else:
                 diagnosis_codes[(code.system, normal)] = match
+
+    text_table = valuesets.get(v, "text_evidence", "", dict)
+    neutral = phrases(valuesets.strings(text_table, "neutral", "text_evidence"))
+    text_kinds = {}
+    for kind, table in text_table.items():
+        if kind == "neutral":
+            continue
+        field = f"text_evidence.{kind}"
+        if kind not in DIAGNOSIS_KINDS or not isinstance(table, dict):
+            raise valuesets.fail(field, f"expected a table named for one of {', '.join(DIAGNOSIS_KINDS)}")
+        text_kinds[kind] = phrases(valuesets.strings(table, "words", field), valuesets.strings(table, "acronyms", field))
 
     procedure_codes_table = valuesets.get(v, "procedures", "", dict)
 
@@ -422,14 +473,17 @@ def load(directory: Path | str | None = None) -> Knowledge:
     age = pf.get(d, "age", "", dict)
     dx = pf.get(d, "diagnosis", "", dict)
     cards = pf.get(d, "cards", "", dict)
+    indication = pf.get(d, "indication", "", dict)
+    therapy = pf.get(d, "therapy", "", dict)
+    completeness = pf.get(d, "completeness", "", dict)
     reasons = {}
     for i, t in enumerate(pf.get(d, "out_of_scope", "", list)):
         f = f"out_of_scope[{i}]"
         rid = pf.get(t, "id", f)
         reasons[rid] = OutOfScopeReason(rid, pf.get(t, "summary", f), pf.get(t, "detail", f),
                                         pf.get(t, "explain", f, bool))
-    needed = {"age-unknown", "adult", "excluded-diagnosis", "relapse", "remission", "unconfirmed",
-              "date-unknown", "not-new", "symptomatic"}
+    needed = {"age-unknown", "adult", "excluded-diagnosis", "relapse", "remission", "therapy-started",
+              "status-unknown", "diagnosis-invalid", "unconfirmed", "date-unknown", "not-new", "symptomatic"}
     if needed - set(reasons):
         raise pf.fail("out_of_scope", f"missing reasons: {', '.join(sorted(needed - set(reasons)))}")
     override = pf.get(d, "override_reasons", "", dict)
@@ -450,6 +504,12 @@ def load(directory: Path | str | None = None) -> Knowledge:
         absent_verification_counts_as_confirmed=pf.get(dx, "absent_verification_counts_as_confirmed", "diagnosis", bool),
         absent_clinical_status_counts_as_active=pf.get(dx, "absent_clinical_status_counts_as_active", "diagnosis", bool),
         order_reason_can_establish_all=pf.get(dx, "order_reason_can_establish_all", "diagnosis", bool),
+        staging_text=phrases(pf.strings(indication, "staging_words", "indication"),
+                             pf.strings(indication, "staging_acronyms", "indication")),
+        not_given_statuses=frozenset(pf.strings(therapy, "not_given_statuses", "therapy")),
+        withhold_when_unread=frozenset(pf.strings(completeness, "withhold_when_unread", "completeness")),
+        withheld_summary=pf.summary(completeness, "withheld_summary", "completeness"),
+        withheld_detail=pf.get(completeness, "withheld_detail", "completeness"),
         explain_out_of_scope=pf.get(cards, "explain_out_of_scope", "cards", bool),
         out_of_scope_summary=pf.get(cards, "out_of_scope_summary", "cards"),
         out_of_scope=MappingProxyType(reasons),
@@ -467,4 +527,6 @@ def load(directory: Path | str | None = None) -> Knowledge:
         _procedure_codes=MappingProxyType(procedure_codes),
         _diagnosis_codes=MappingProxyType(diagnosis_codes),
         _diagnosis_prefixes=MappingProxyType({k: tuple(v) for k, v in diagnosis_prefixes.items()}),
+        _text_kinds=MappingProxyType(text_kinds),
+        _neutral=neutral,
     )

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from . import fhir_data
 from .cards import Rendered, Renderer
 from .decide import Order, decide
-from .facts import order_reasons, patient_facts
+from .facts import order_indication, patient_facts
 from .hooks import HookError, HookRequest
 from .knowledge import Knowledge
 
@@ -49,7 +49,7 @@ class HookHandler:
         today = self.today()
 
         # 1. which selected orders are imaging studies the knowledge knows (validated)
-        orders, raw_orders, systems, models = [], {}, {}, []
+        found_orders, raw_orders, systems = [], {}, {}
         for raw in request.orders:
             found = match(raw, knowledge)
             if not found or not fhir_data.about_patient(raw, request.patient_id):
@@ -61,11 +61,10 @@ class HookHandler:
                 raise HookError(400, f"selected ServiceRequest/{raw.get('id')} is {fhir_data.invalid(exc)}") from None
             if not model.id or model.id in raw_orders:
                 continue  # an order without an id cannot be updated by a suggestion
-            orders.append(Order(model.id, procedure))
+            found_orders.append((model.id, procedure))
             raw_orders[model.id] = raw
             systems[model.id] = system
-            models.append(model)
-        if not orders:
+        if not found_orders:
             return Outcome(Rendered({"cards": []}, ()), "none")
 
         # 2. the patient's data
@@ -73,9 +72,13 @@ class HookHandler:
                               knowledge, self.client, started + self.deadline_seconds, self.on_fetch)
 
         # 3. facts, 4. decision, 5. cards
-        facts = patient_facts(data.patient, data.conditions, knowledge, data.gaps)
-        by_reference = {f"Condition/{c.id}": c for c in data.conditions}
-        reasons = [d for m in models for d in order_reasons(m, by_reference, knowledge)]
+        facts = patient_facts(data.patient, data.conditions, knowledge, data.gaps, data.medications)
+        by_reference = {f"Condition/{c.resource.get('id')}": c.resource for c in data.conditions}
+        orders, reasons = [], []
+        for oid, procedure in found_orders:
+            indication = order_indication(raw_orders[oid], by_reference, knowledge, facts.birth_date)
+            orders.append(Order(oid, procedure, indication.staging))
+            reasons += indication.evidence
         decision = decide(facts, orders, reasons, knowledge, today)
         drafted = {found[0].id for found in (match(r, knowledge) for r in request.drafts) if found}
         rendered = self.renderer.render(decision, facts, raw_orders, systems, drafted,

@@ -17,6 +17,8 @@ CPT = "http://www.ama-assn.org/go/cpt"
 LOINC = "http://loinc.org"
 CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+PAMA_URL = "http://fhir.org/argonaut/Extension/pama-rating"
+PAMA_SYSTEM = "http://fhir.org/argonaut/CodeSystem/pama-rating"
 TODAY = date.today()  # the app under test is pinned to this day by conftest
 
 
@@ -82,8 +84,9 @@ def bundle(resources: list[dict], kind: str = "searchset") -> dict:
 
 def hook_request(orders: list[dict], selections: list[str] | None = None, pat: dict | None = None,
                  conditions: list[dict] | None = None, hook: str = "order-select", pid: str = "pat1",
-                 prefetch: bool = True, fhir_server: str | None = None) -> dict:
-    """A request as an EHR sends it. selections default to every order (order-select only)."""
+                 prefetch: bool = True, fhir_server: str | None = None, medications: list[dict] | None = None) -> dict:
+    """A request as an EHR sends it, with every prefetch key the service asks for (medications: none
+    unless given). selections default to every order (order-select only)."""
     context = {"userId": "Practitioner/123", "patientId": pid,
                "draftOrders": {"resourceType": "Bundle", "type": "collection",
                                "entry": [{"resource": copy.deepcopy(o)} for o in orders]}}
@@ -95,7 +98,8 @@ def hook_request(orders: list[dict], selections: list[str] | None = None, pat: d
         body["fhirServer"] = fhir_server
     if prefetch:
         body["prefetch"] = {"patient": pat if pat is not None else patient(pid),
-                            "conditions": bundle(conditions if conditions is not None else [all_condition(pid=pid)])}
+                            "conditions": bundle(conditions if conditions is not None else [all_condition(pid=pid)]),
+                            "medications": bundle(medications or [])}
     return body
 
 
@@ -109,3 +113,27 @@ def cards(response) -> list[dict]:
 
 def warning_cards(response) -> list[dict]:
     return [c for c in cards(response) if c["indicator"] == "warning"]
+
+
+def pama_rating(resource: dict) -> str | None:
+    codes = [coding["code"] for e in resource.get("extension", []) if e.get("url") == PAMA_URL
+             for coding in e["valueCodeableConcept"]["coding"] if coding["system"] == PAMA_SYSTEM]
+    assert len(codes) <= 1, "one pama-rating extension at most"
+    return codes[0] if codes else None
+
+
+def ratings(result) -> dict[str, str]:
+    """The PAMA rating per ServiceRequest id (of a response or its JSON); both places must carry the
+    same actions."""
+    if not isinstance(result, dict):
+        assert result.status_code == 200, result.get_data(as_text=True)
+        result = result.get_json()
+    if "systemActions" not in result:
+        assert "systemActions" not in result.get("extension", {})
+        return {}
+    assert result["systemActions"] == result["extension"]["systemActions"]
+    found = {}
+    for action in result["systemActions"]:
+        assert action["type"] == "update" and action["description"]
+        found[action["resource"]["id"]] = pama_rating(action["resource"])
+    return found

@@ -20,7 +20,7 @@ import responses
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from builders import (cards, warning_cards, CLINICAL, CPT, ICD10CM, LOINC, SELECT, SIGN, SNOMED, TODAY, VERIFICATION, all_condition,
+from builders import (cards, ratings, warning_cards, CLINICAL, CPT, ICD10CM, LOINC, SELECT, SIGN, SNOMED, TODAY, VERIFICATION, all_condition,
                       born, bundle, condition, hook_request, patient, service_request)
 from cds_service import create_app
 
@@ -203,14 +203,30 @@ def unknown_field(resource):
     return {**resource, "colour": "blue"}
 
 
-@pytest.mark.parametrize("spoil", [bad_date, unknown_field, lambda r: {**r, "subject": "Patient/pat1"},
-                                   lambda r: {**r, "clinicalStatus": "active"}],
-                         ids=["bad-date", "unknown-field", "subject-not-a-reference", "status-not-a-concept"])
-def test_an_invalid_condition_is_skipped_and_the_rest_decides(client, spoil):
+@pytest.mark.parametrize("spoil", [unknown_field, lambda r: {**r, "subject": "Patient/pat1"}],
+                         ids=["unknown-field", "subject-not-a-reference"])
+def test_an_invalid_all_condition_does_not_stop_a_valid_one(client, spoil):
+    """An invalid ALL Condition cannot bring a child in, and when nothing in it takes the child out
+    (its date and statuses read the same as the valid one's), the valid one still decides."""
     body = ct_chest_call(conditions=[spoil(all_condition("all-bad")), all_condition("all-good")])
     warnings = warning_cards(post(client, body))
     assert len(warnings) == 1
     assert "Condition/all-good" in warnings[0]["detail"]
+    assert re.search(r"Condition/all-bad is not valid FHIR R4[^\n]*read only for what takes the child out",
+                     warnings[0]["detail"])
+
+
+@pytest.mark.parametrize("spoil, headline", [
+    (bad_date, "has no date"),
+    (lambda r: {**r, "clinicalStatus": "active"}, "status that could not be read"),
+], ids=["bad-date", "status-not-a-concept"])
+def test_an_invalid_all_condition_that_may_exclude_takes_the_child_out(client, spoil, headline):
+    """What the invalid record might say (an older diagnosis, remission) is unknown: no warning."""
+    body = ct_chest_call(conditions=[spoil(all_condition("all-bad")), all_condition("all-good")])
+    found = cards(post(client, body))
+    assert [c["indicator"] for c in found] == ["info"]
+    assert headline in found[0]["summary"]
+    assert set(ratings(post(client, body)).values()) == {"no-criteria-apply"}
 
 
 @pytest.mark.parametrize("spoil", [bad_date, unknown_field], ids=["bad-date", "unknown-field"])
@@ -219,12 +235,12 @@ def test_the_only_all_condition_invalid_gives_no_warning_and_no_error(client, sp
     assert warning_cards(post(client, body)) == []
 
 
-def test_the_skipped_condition_is_noted_on_the_card(client):
-    """An out-of-scope card (diagnosis not new) is shown, and it says the bad Condition was skipped."""
+def test_the_invalid_condition_is_noted_on_the_card(client):
+    """An out-of-scope card is shown, and it says the bad Condition was read only for exclusions."""
     body = ct_chest_call(conditions=[bad_date(all_condition("all-bad")), all_condition("all-old", days_ago=200)])
     found = cards(post(client, body))
     assert len(found) == 1
-    assert re.search(r"Condition/all-bad[^\n]*skipped", found[0]["detail"]), found[0]["detail"]
+    assert re.search(r"Condition/all-bad is not valid FHIR R4[^\n]*read only", found[0]["detail"]), found[0]["detail"]
 
 
 def test_an_invalid_patient_prefetch_without_fhir_server_is_412(client):
@@ -284,10 +300,11 @@ def test_an_invalid_order_the_service_does_not_know_is_not_rated(client):
 
 # -- pinned bugs: invalid input that still crashes --------------------------------------------
 
-def test_a_condition_with_two_onset_values_is_skipped(client):
+def test_a_condition_with_two_onset_values_one_unreadable_makes_new_unknown(client):
     spoiled = {**all_condition("all-bad"), "onsetString": "last week"}
     body = ct_chest_call(conditions=[spoiled, all_condition("all-good")])
-    assert len(warning_cards(post(client, body))) == 1
+    found = cards(post(client, body))
+    assert [c["indicator"] for c in found] == ["info"] and "has no date" in found[0]["summary"]
 
 
 @pytest.mark.parametrize("change", [
@@ -384,7 +401,7 @@ def test_empty_draft_orders(client, draft_orders):
 
 @pytest.mark.parametrize("code", [{"coding": [{}]}, {"coding": []}, {}, None, {"text": "CT chest"},
                                   {"coding": [{"code": CT_CHEST}]}, {"coding": [{"system": CPT}]},
-                                  {"coding": [{"system": "urn:oid:2.16.840.1.113883.6.12", "code": CT_CHEST}]}])
+                                  {"coding": [{"system": "urn:oid:2.16.840.1.113883.6.1", "code": CT_CHEST}]}])
 def test_orders_without_a_usable_code_get_no_cards(client, code):
     order = service_request(code=CT_CHEST)
     if code is None:

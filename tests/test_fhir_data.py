@@ -17,7 +17,7 @@ import responses
 from responses import matchers
 
 import tokens
-from builders import (cards, warning_cards, SELECT, SIGN, TODAY, all_condition, bundle, condition, hook_request, patient,
+from builders import (cards, ratings, warning_cards, SELECT, SIGN, TODAY, all_condition, bundle, condition, hook_request, patient,
                       service_request)
 from cds_service import create_app
 
@@ -34,8 +34,10 @@ XR_CHEST = "71046"
 
 @pytest.fixture
 def fhir():
-    """The EHR's FHIR server. Unregistered URLs raise requests.ConnectionError."""
+    """The EHR's FHIR server. Unregistered URLs raise requests.ConnectionError. The patient has no
+    MedicationRequests unless a test says otherwise."""
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        rsps.get(f"{FHIR}/MedicationRequest", json=bundle([]))
         yield rsps
 
 
@@ -103,6 +105,18 @@ def diagnostics(response) -> str:
     text = body["issue"][0]["diagnostics"]
     assert isinstance(text, str) and text.strip()
     return text
+
+
+def withheld(response) -> dict:
+    """The answer when the child is in scope on what was read but the Conditions were read only in
+    part: no warning and no not-appropriate, one info card that says what could not be checked, and
+    PAMA no-criteria-apply for every order. Returns the card."""
+    [card] = cards(response)
+    assert card["indicator"] == "info" and "withheld" in card["summary"]
+    assert "Usually not appropriate" not in card["summary"] + card["detail"]
+    assert set(ratings(response).values()) == {"no-criteria-apply"}
+    assert says_conditions_were_incomplete(card["detail"]), card["detail"]
+    return card
 
 
 def says_conditions_were_incomplete(detail: str) -> bool:
@@ -244,7 +258,7 @@ def test_no_prefetch_gives_the_same_cards_as_full_prefetch(client, fhir, name):
     with_prefetch = post(client, hook_request(orders, pat=pat, conditions=conditions, hook=hook), service)
     assert len(fhir.calls) == 0
     fetched = post(client, hook_request(orders, hook=hook, prefetch=False, fhir_server=FHIR), service)
-    assert len(fhir.calls) == 2
+    assert len(fhir.calls) == 3   # Patient, Condition and MedicationRequest
 
     assert cards(with_prefetch) is not None and cards(fetched) is not None
     assert essentials(fetched.get_json()) == essentials(with_prefetch.get_json())
@@ -259,7 +273,7 @@ def test_bearer_token_and_fhir_accept_header_are_sent(client, fhir):
     serve_conditions(fhir, [all_condition()])
     response = post(client, no_prefetch(token=TOKEN))
     assert len(warning_cards(response)) == 1
-    assert len(fhir.calls) == 2
+    assert len(fhir.calls) == 3
     for call in fhir.calls:
         assert call.request.headers["Authorization"] == f"Bearer {TOKEN}"
         assert call.request.headers["Accept"] == "application/fhir+json"
@@ -269,7 +283,7 @@ def test_no_authorization_header_without_fhir_authorization(client, fhir):
     serve_patient(fhir)
     serve_conditions(fhir, [all_condition()])
     post(client, no_prefetch())
-    assert len(fhir.calls) == 2
+    assert len(fhir.calls) == 3
     assert all("Authorization" not in call.request.headers for call in fhir.calls)
 
 
@@ -279,7 +293,7 @@ def test_fhir_server_base_with_trailing_slash(client, fhir):
     body = no_prefetch()
     body["fhirServer"] = FHIR + "/"
     assert len(warning_cards(post(client, body))) == 1
-    assert {c.request.url.split("?")[0] for c in fhir.calls} == {PATIENT_URL, CONDITION_URL}
+    assert {c.request.url.split("?")[0] for c in fhir.calls} == {PATIENT_URL, CONDITION_URL, f"{FHIR}/MedicationRequest"}
 
 
 def test_the_token_is_never_logged(app, fhir):
@@ -339,11 +353,10 @@ def test_paging_is_capped_and_the_card_says_what_was_not_read(make_client, fhir)
     serve_conditions(fhir, [all_condition()], next_url=PAGE_2)
     fhir.get(PAGE_2, json=page([condition("c-asthma", ASTHMA)], next_url=PAGE_3))
     fhir.get(PAGE_3, json=page([condition("c-asthma-2", ASTHMA)]))
-    warnings = warning_cards(post(client, no_prefetch()))
-    assert len(warnings) == 1
+    card = withheld(post(client, no_prefetch()))
+    assert "pages beyond the first 2 were not read" in card["detail"]
     assert len(calls_to(fhir, PAGE_2)) == 1
     assert calls_to(fhir, PAGE_3) == []
-    assert says_conditions_were_incomplete(warnings[0]["detail"]), warnings[0]["detail"]
 
 
 FOREIGN_NEXT = [
@@ -384,9 +397,8 @@ def test_a_paging_failure_keeps_the_pages_already_read(client, fhir, failure):
     else:
         serve_conditions(fhir, [all_condition()], next_url=PAGE_2)
         fhir.get(PAGE_2, status=500)
-    warnings = warning_cards(post(client, no_prefetch(token=TOKEN)))
-    assert len(warnings) == 1
-    assert says_conditions_were_incomplete(warnings[0]["detail"]), warnings[0]["detail"]
+    card = withheld(post(client, no_prefetch(token=TOKEN)))
+    assert "Condition/all-1" in card["detail"]   # what was read is kept and shown
 
 
 def test_a_paginated_prefetch_is_completed_from_the_server(client, fhir):
@@ -404,9 +416,7 @@ def test_a_paginated_prefetch_that_cannot_be_completed_says_so(client, fhir):
     fhir.get(PAGE_2, status=503)
     body = hook_request([service_request(code=CT_CHEST)], fhir_server=FHIR)
     body["prefetch"]["conditions"]["link"] = [{"relation": "next", "url": PAGE_2}]
-    warnings = warning_cards(post(client, body))
-    assert len(warnings) == 1
-    assert says_conditions_were_incomplete(warnings[0]["detail"]), warnings[0]["detail"]
+    withheld(post(client, body))
 
 
 # -- failures ----------------------------------------------------------------------------------
