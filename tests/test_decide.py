@@ -1,17 +1,16 @@
-"""The decision as pure functions: PatientFacts / Diagnosis (built by hand or from fhir.resources
-models) and the real knowledge in, scope and findings out. No Flask."""
+"""The decision as pure functions: PatientFacts / Evidence (built by hand or from raw FHIR
+resources) and the real knowledge in, scope and findings out. No Flask."""
 from __future__ import annotations
 
 from datetime import date, timedelta
 
 import pytest
-from fhir.resources.R4B.condition import Condition
 from fhir.resources.R4B.patient import Patient
-from fhir.resources.R4B.servicerequest import ServiceRequest
 
 import builders as b
 from cds_service.decide import Order, assess, decide
-from cds_service.facts import Diagnosis, PatientFacts, as_date, condition_diagnoses, order_reasons, patient_facts
+from cds_service.facts import Evidence as Diagnosis, ConditionRecord, PatientFacts, as_date, condition_evidence, \
+    order_indication, patient_facts
 from cds_service.knowledge import load
 from cds_service.pipeline import match
 
@@ -72,12 +71,6 @@ def assert_out_of_scope(k, facts: PatientFacts, reason_id: str, reasons=()) -> N
     assert decision.findings == ()
 
 
-def condition_model(*args, **kwargs) -> Condition:
-    return Condition.model_validate(b.condition(*args, **kwargs))
-
-
-def order_model(**kwargs) -> ServiceRequest:
-    return ServiceRequest.model_validate(b.service_request(**kwargs))
 
 
 # -- variant A: chest, any sex ---------------------------------------------------------
@@ -337,19 +330,23 @@ def test_the_first_reason_in_policy_order_is_the_headline(k):
 # -- facts from FHIR resources ---------------------------------------------------------
 
 
-def test_patient_facts_from_fhir_models(k):
+def records(*resources: dict) -> list[ConditionRecord]:
+    return [ConditionRecord(r) for r in resources]
+
+
+def test_patient_facts_from_fhir_resources(k):
     pat = Patient.model_validate(b.patient(gender="male", birth_date="2015-06-01"))
-    facts = patient_facts(pat, [condition_model("all-1", "277571004", onset="2026-03-10")], k)
+    facts = patient_facts(pat, records(b.condition("all-1", "277571004", onset="2026-03-10")), k)
     assert (facts.patient_id, facts.birth_date, facts.sex) == ("pat1", date(2015, 6, 1), "male")
     assert facts.age_on(DAY) == 10
-    [dx] = facts.diagnoses
-    assert (dx.kind, dx.system, dx.code, dx.source) == ("all", "snomed", "277571004", "Condition/all-1")
+    [dx] = facts.evidence
+    assert (dx.kind, dx.system, dx.code, dx.source, dx.exact) == ("all", "snomed", "277571004", "Condition/all-1", True)
     assert (dx.clinical_status, dx.verification_status, dx.date) == ("active", "confirmed", date(2026, 3, 10))
 
 
 def test_without_a_patient_nothing_is_known():
     facts = patient_facts(None, [], load())
-    assert (facts.patient_id, facts.birth_date, facts.sex, facts.diagnoses) == (None, None, None, ())
+    assert (facts.patient_id, facts.birth_date, facts.sex, facts.evidence) == (None, None, None, ())
     assert facts.age_on(DAY) is None
 
 
@@ -358,23 +355,24 @@ def test_partial_birth_date_counts_from_its_first_day(k):
     assert patient_facts(pat, [], k).age_on(DAY) == 18
     assert as_date("2007") == date(2007, 1, 1)
     assert as_date("not a date") is None
+    assert as_date("2026-11-31") is None
 
 
 def test_diagnosis_date_falls_back_to_onset_period_then_recorded_date(k):
     resource = b.condition("all-1", "277571004", days_ago=None)
     resource["onsetPeriod"] = {"start": "2026-03-01"}
-    assert condition_diagnoses(Condition.model_validate(resource), k)[0].date == date(2026, 3, 1)
+    assert condition_evidence(resource, k, None)[0].date == date(2026, 3, 1)
     resource = b.condition("all-1", "277571004", days_ago=None)
     resource["recordedDate"] = "2026-03-05T08:30:00Z"
-    assert condition_diagnoses(Condition.model_validate(resource), k)[0].date == date(2026, 3, 5)
+    assert condition_evidence(resource, k, None)[0].date == date(2026, 3, 5)
 
 
 def test_duplicate_codings_on_one_condition_make_one_diagnosis(k):
     resource = b.all_condition()
     resource["code"]["coding"].append({"system": b.ICD10CM, "code": "C91.00"})
     resource["code"]["coding"].append({"system": b.SNOMED, "code": "91857003"})
-    facts = patient_facts(None, [Condition.model_validate(resource)], k)
-    assert [(d.kind, d.code) for d in facts.diagnoses] == [("all", "277571004")]
+    facts = patient_facts(None, records(resource), k)
+    assert [(d.kind, d.code) for d in facts.evidence] == [("all", "277571004")]
 
 
 def test_two_all_conditions_still_give_one_finding_per_order(k):
@@ -403,22 +401,22 @@ def test_multiple_orders_get_one_finding_each_in_order(k):
     ("active", "entered-in-error", False),
 ])
 def test_which_symptom_conditions_count(k, clinical, verification, counts):
-    cough = condition_model("s1", "49727002", clinical=clinical, verification=verification)
-    facts = patient_facts(Patient.model_validate(b.patient()), [condition_model("all-1", "277571004", days_ago=0),
-                                                                 cough], k)
-    assert any(d.kind == "symptom" for d in facts.diagnoses) is counts
+    cough = b.condition("s1", "49727002", clinical=clinical, verification=verification)
+    facts = patient_facts(Patient.model_validate(b.patient()),
+                          records(b.condition("all-1", "277571004", days_ago=0), cough), k)
+    assert any(d.kind == "symptom" for d in facts.evidence) is counts
     assert assess(facts, (), k, b.TODAY).applies is not counts
 
 
 @pytest.mark.parametrize("verification", ["refuted", "entered-in-error"])
 def test_refuted_or_erroneous_leukemia_conditions_are_ignored(k, verification):
-    wrong_all = condition_model("a0", "277571004", verification=verification, days_ago=0)
-    assert condition_diagnoses(wrong_all, k) == []
-    wrong_aml = condition_model("x1", "91861009", verification=verification, days_ago=0)
-    facts = patient_facts(Patient.model_validate(b.patient()), [wrong_all, wrong_aml,
-                                                                condition_model("all-1", "277571004", days_ago=0)], k)
+    wrong_all = b.condition("a0", "277571004", verification=verification, days_ago=0)
+    assert condition_evidence(wrong_all, k, None) == []
+    wrong_aml = b.condition("x1", "91861009", verification=verification, days_ago=0)
+    facts = patient_facts(Patient.model_validate(b.patient()),
+                          records(wrong_all, wrong_aml, b.condition("all-1", "277571004", days_ago=0)), k)
     assert assess(facts, (), k, b.TODAY).applies
-    only_wrong = patient_facts(Patient.model_validate(b.patient()), [wrong_all], k)
+    only_wrong = patient_facts(Patient.model_validate(b.patient()), records(wrong_all), k)
     scope = assess(only_wrong, (), k, b.TODAY)
     assert not scope.applies and not scope.relevant
 
@@ -426,39 +424,49 @@ def test_refuted_or_erroneous_leukemia_conditions_are_ignored(k, verification):
 # -- the order's own reasons -----------------------------------------------------------
 
 
+def indication(order: dict, conditions: dict | None = None, k=None):
+    return order_indication(order, conditions or {}, k or load(), None)
+
+
 def test_reason_code_symptom_in_sandbox_shape(k):
     resource = b.service_request("example-request-id", "71250")
     resource["reasonCode"] = [{"coding": [{"code": "49727002", "display": "Cough (finding)",
                                            "system": "http://snomed.info/sct"}], "text": "Cough (finding)"}]
-    [reason] = order_reasons(ServiceRequest.model_validate(resource), {}, k)
+    found = indication(resource, k=k)
+    [reason] = found.evidence
     assert (reason.kind, reason.code, reason.source) == ("symptom", "49727002",
                                                          "reason on ServiceRequest/example-request-id")
+    assert found.staging is False
 
 
 def test_reason_code_in_who_icd10_and_several_reasons(k):
-    model = order_model(reasons=[("http://hl7.org/fhir/sid/icd-10", "R05"), (b.SNOMED, "279039007"),
-                                 (b.SNOMED, "91861009")])
-    assert [(r.kind, r.code) for r in order_reasons(model, {}, k)] == [("symptom", "R05"), ("excluded", "91861009")]
+    order = b.service_request(reasons=[("http://hl7.org/fhir/sid/icd-10", "R05"), (b.SNOMED, "279039007"),
+                                       (b.SNOMED, "91861009")])
+    found = indication(order, k=k)
+    assert [(r.kind, r.code) for r in found.evidence] == [("symptom", "R05"), ("excluded", "91861009")]
+    assert found.staging is False
 
 
 def test_reason_reference_to_a_patient_condition_counts_whatever_its_status(k):
-    resolved_cough = condition_model("s1", "49727002", clinical="resolved")
-    model = ServiceRequest.model_validate({**b.service_request(), "reasonReference": [{"reference": "Condition/s1"}]})
-    [reason] = order_reasons(model, {"Condition/s1": resolved_cough}, k)
+    resolved_cough = b.condition("s1", "49727002", clinical="resolved")
+    order = {**b.service_request(), "reasonReference": [{"reference": "Condition/s1"}]}
+    [reason] = indication(order, {"Condition/s1": resolved_cough}, k).evidence
     assert (reason.kind, reason.source) == ("symptom", "reason on ServiceRequest/order-1 (Condition/s1)")
     assert_out_of_scope(k, child(all_dx()), "symptomatic", reasons=[reason])
 
 
-def test_reason_reference_to_a_refuted_or_unknown_condition_is_ignored(k):
-    refuted = condition_model("s1", "49727002", verification="refuted")
-    model = ServiceRequest.model_validate({**b.service_request(), "reasonReference": [
-        {"reference": "Condition/s1"}, {"reference": "Condition/elsewhere"}]})
-    assert order_reasons(model, {"Condition/s1": refuted}, k) == []
+def test_reason_reference_to_a_refuted_or_unknown_condition_is_no_evidence_and_not_staging(k):
+    refuted = b.condition("s1", "49727002", verification="refuted")
+    order = {**b.service_request(), "reasonReference": [{"reference": "Condition/s1"}, {"reference": "Condition/elsewhere"}]}
+    found = indication(order, {"Condition/s1": refuted}, k)
+    assert found.evidence == () and found.staging is False
 
 
 def test_empty_reason_code_as_the_sandbox_sends_it(k):
-    resource = {**b.service_request(), "reasonCode": []}
-    assert order_reasons(ServiceRequest.model_validate(resource), {}, k) == []
+    found = indication({**b.service_request(), "reasonCode": []}, k=k)
+    assert (found.evidence, found.staging) == ((), None)
+    found = indication({**b.service_request(), "reasonCode": [{"coding": [{}]}, {}]}, k=k)
+    assert (found.evidence, found.staging) == ((), None)
 
 
 def test_reason_reference_to_a_contained_condition(k):
@@ -466,8 +474,7 @@ def test_reason_reference_to_a_contained_condition(k):
                 "contained": [{"resourceType": "Condition", "id": "r1", "subject": {"reference": "Patient/pat1"},
                                "code": {"coding": [{"system": b.SNOMED, "code": "49727002"}]}}],
                 "reasonReference": [{"reference": "#r1"}]}
-    reasons = order_reasons(ServiceRequest.model_validate(resource), {}, k)
-    assert [(r.kind, r.code) for r in reasons] == [("symptom", "49727002")]
+    assert [(r.kind, r.code) for r in indication(resource, k=k).evidence] == [("symptom", "49727002")]
 
 
 # -- which procedure an order is (any coding, four systems) ------------------------------
