@@ -238,7 +238,8 @@ class Renderer:
             lines.append(f"Therapy: not checked (no medication data); a diagnosis within "
                          f"{self.k.policies.new_within_days} days stands in for 'before therapy'")
         else:
-            lines.append(f"Therapy: no ALL therapy among {facts.medications_read} medication orders")
+            lines.append(f"Therapy: none of the {facts.medications_read} medication orders on record is ALL therapy"
+                         if facts.medications_read else "Therapy: no medication orders on record")
         lines += [f"Not read: {gap.detail}" for gap in facts.gaps if gap.kind != "invalid"]
         lines += [f"Read only for exclusions: {gap.detail}" for gap in facts.gaps if gap.kind == "invalid"]
         return "**What this relied on:**\n" + "\n".join(f"- {line}" for line in lines)

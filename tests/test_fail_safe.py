@@ -385,7 +385,7 @@ def test_control_other_medications_do_not_count(client):
     ondansetron = medication_request(coded(RXNORM, "26225", "ondansetron"))
     [card] = cards(call(client, medications=[ondansetron]))
     assert card["indicator"] == "warning"
-    assert "Therapy: no ALL therapy among 1 medication orders" in card["detail"]
+    assert "Therapy: none of the 1 medication orders on record is ALL therapy" in card["detail"]
 
 
 @pytest.mark.parametrize("code", ["D70.1", "Z51.11", "T45.1X5A", "Z92.21"])

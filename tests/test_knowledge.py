@@ -391,3 +391,59 @@ def test_missing_file(tmp_path):
 def test_missing_directory(tmp_path):
     message = load_error(tmp_path / "nowhere")
     assert "nowhere" in message and "CDS_KNOWLEDGE_DIR" in message
+
+
+# -- the fail-safe knowledge: text evidence, staging reasons, therapy, completeness ----------
+
+
+def test_text_evidence_for_an_unknown_kind(tmp_path):
+    directory = broken_copy(tmp_path, "valuesets.toml", "[text_evidence.all-relapse]", "[text_evidence.relapsed]")
+    assert load_error(directory).startswith("valuesets.toml: text_evidence.relapsed")
+
+
+def test_text_evidence_words_must_be_strings(tmp_path):
+    directory = broken_copy(tmp_path, "valuesets.toml", 'words = ["remission"]', 'words = ["remission", 7]')
+    assert load_error(directory).startswith("valuesets.toml: text_evidence.all-remission.words[1]")
+
+
+def test_prefix_codes_only_for_hierarchical_systems(tmp_path):
+    directory = broken_copy(tmp_path, "valuesets.toml", '{ system = "rxnorm", code = "11202",',
+                            '{ system = "rxnorm", code = "112*",')
+    message = load_error(directory)
+    assert message.startswith("valuesets.toml: diagnoses.induction-agents.codes[0].code")
+    assert "icd10, atc" in message
+
+
+@pytest.mark.parametrize("old, new, field", [
+    ('staging_words = ["staging",', 'staging_words = [7, "staging",', "indication.staging_words[0]"),
+    ('withhold_when_unread = ["Condition"]', 'withhold_when_unread = "Condition"', "completeness.withhold_when_unread"),
+    ("[therapy]", "[therapies]", "therapy"),
+    ('withheld_summary = "ACR', 'withheld_summary = "' + "x" * 140 + 'ACR', "completeness.withheld_summary"),
+])
+def test_broken_fail_safe_policies(tmp_path, old, new, field):
+    directory = broken_copy(tmp_path, "policies.toml", old, new)
+    assert load_error(directory).startswith(f"policies.toml: {field}")
+
+
+def test_text_evidence_matching(k):
+    assert k.text_evidence("Acute lymphoblastic leukemia not having achieved remission") == [("all", "Acute lymphoblastic")]
+    assert k.text_evidence("ALL in remission") == [("all", "ALL"), ("all-remission", "remission")]
+    assert k.text_evidence("all findings normal") == []                   # acronyms are case-sensitive
+    assert k.text_evidence("Short  of\nbreath") == [("symptom", "Short  of\nbreath")]
+    assert k.text_evidence("Lumpectomy scar; chemoport in place") == []   # whole words only
+    assert k.text_evidence("on vinCRIStine") == [("therapy", "vinCRIStine")]
+    assert k.text_evidence(None) == [] and k.text_evidence(42) == []
+
+
+def test_codes_without_their_system(k):
+    assert k.diagnosis_in_any_system("R05.9").kind == "symptom"
+    assert k.diagnosis_in_any_system("91861009").kind == "excluded"
+    assert k.diagnosis_in_any_system(11202).kind == "therapy"
+    assert k.diagnosis_in_any_system("71250") is None and k.diagnosis_in_any_system("") is None
+    assert k.diagnosis_for("urn:oid:2.16.840.1.113883.6.90", "C91.02").kind == "all-relapse"
+    assert k.diagnosis_for("http://www.whocc.no/atc", "L01XX24").kind == "therapy"
+
+
+def test_every_policy_reason_has_its_out_of_scope_entry(k):
+    assert {"therapy-started", "status-unknown", "diagnosis-invalid"} <= set(k.policies.out_of_scope)
+    assert not k.policies.out_of_scope["therapy-started"].explain
