@@ -96,7 +96,7 @@ class Renderer:
                 "resource": {**raw, "extension": pama_extensions(
                     raw.get("extension"), pama, self.k.policies.pama_qcdsm, consult_id)},
             })
-        if scope.withheld and decision.orders:
+        if scope.withheld and any(o.staging is not False for o in decision.orders):
             card = self.withheld_card(decision, relied_on)
             cards.append(card)
             issued.append(IssuedCard(card["uuid"], None, card["source"]["topic"]["code"], "info", None, ()))

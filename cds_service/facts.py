@@ -220,8 +220,10 @@ def condition_evidence(resource: dict, knowledge: Knowledge, born: date | None, 
     return result
 
 
-def medication_evidence(resource: dict, knowledge: Knowledge) -> tuple[list[Evidence], Gap | None]:
-    """Whether a MedicationRequest shows ALL therapy; a Gap when its medication cannot be identified."""
+def medication_evidence(resource: dict, knowledge: Knowledge,
+                        included: Mapping[str, dict] = {}) -> tuple[list[Evidence], Gap | None]:
+    """Whether a MedicationRequest shows ALL therapy; a Gap when its medication cannot be identified.
+    A medicationReference is resolved among the contained and the included Medications."""
     name = f"{resource.get('resourceType', 'MedicationRequest')}/{resource.get('id', '?')}"
     if isinstance(resource.get("status"), str) and resource["status"] in knowledge.policies.not_given_statuses:
         return [], None
@@ -229,7 +231,8 @@ def medication_evidence(resource: dict, knowledge: Knowledge) -> tuple[list[Evid
     reference = resource.get("medicationReference")
     if isinstance(reference, dict):
         contained = {f"#{r.get('id')}": r for r in listed(resource.get("contained")) if isinstance(r, dict)}
-        medication = contained.get(reference.get("reference"))
+        ref = reference.get("reference")
+        medication = (contained.get(ref) or included.get(ref)) if isinstance(ref, str) else None
         concepts += [medication.get("code") if medication else None, reference.get("display")]
     if all(is_empty(c) for c in concepts):
         return [], Gap("MedicationRequest", "unreadable", f"{name}: the medication could not be identified")
@@ -246,8 +249,8 @@ class ConditionRecord:
 
 def patient_facts(patient: Any, conditions: Iterable[ConditionRecord], knowledge: Knowledge,
                   gaps: Iterable[Gap] = (), medications: Iterable[dict] | None = None) -> PatientFacts:
-    """Facts from a validated Patient model, the raw Conditions and the raw MedicationRequests
-    (None: no medication data could be had)."""
+    """Facts from a validated Patient model, the raw Conditions and the raw MedicationRequests with any
+    Medications the search included (None: no medication data could be had)."""
     born = as_date(patient.birthDate) if patient else None
     evidence, gaps = [], list(gaps)
     for record in conditions:
@@ -262,8 +265,12 @@ def patient_facts(patient: Any, conditions: Iterable[ConditionRecord], knowledge
     read = None
     if medications is not None:
         read = 0
+        medications = list(medications)
+        included = {f"Medication/{r.get('id')}": r for r in medications if r.get("resourceType") == "Medication"}
         for resource in medications:
-            found, gap = medication_evidence(resource, knowledge)
+            if resource.get("resourceType") != "MedicationRequest":
+                continue
+            found, gap = medication_evidence(resource, knowledge, included)
             evidence += found
             read += 1
             if gap:

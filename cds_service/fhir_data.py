@@ -32,7 +32,7 @@ class DataUnavailable(Exception):
 class PatientData:
     patient: Any                              # fhir.resources Patient
     conditions: tuple[ConditionRecord, ...]   # the patient's Conditions as sent
-    medications: tuple[dict, ...] | None      # MedicationRequests as sent; None: none could be had
+    medications: tuple[dict, ...] | None      # MedicationRequests (and included Medications) as sent; None: none could be had
     gaps: tuple[Gap, ...]                     # what could not be read, or only in part
     fetched: bool                             # whether anything came from the FHIR server
 
@@ -231,8 +231,9 @@ def medication_requests(resources: list, patient_id: str, gaps: list[Gap]) -> li
     for resource in resources:
         if resource is None:
             gaps.append(Gap("MedicationRequest", "unreadable", "an entry of the medications held no resource that could be read"))
-        elif resource.get("resourceType") == "MedicationRequest" and about_patient(resource, patient_id):
-            kept.append(resource)
+        elif resource.get("resourceType") == "Medication" or (
+                resource.get("resourceType") == "MedicationRequest" and about_patient(resource, patient_id)):
+            kept.append(resource)  # Medications that the search included are read with the requests
     return kept
 
 

@@ -506,3 +506,19 @@ def test_property_no_malformed_exclusion_ever_yields_a_warning(client, exclusion
     response = call(client, conditions)
     assert response.status_code == 200, response.get_data(as_text=True)
     assert not warned(response), exclusion
+
+
+def test_a_medication_included_in_the_search_is_read(client):
+    med = medication_request(medicationReference={"reference": "Medication/vcr"})
+    included = {"resourceType": "Medication", "id": "vcr", "code": coded(RXNORM, "11202", "vincristine")}
+    not_warned(call(client, medications=[med, included]))
+
+
+@responses.activate
+def test_medications_are_searched_on_the_fhir_server_when_not_prefetched(client):
+    responses.get(f"{FHIR}/MedicationRequest", json=bundle([medication_request({"text": "vincristine 1.5 mg/m2 IV"})]),
+                  match=[responses.matchers.query_param_matcher({"patient": "pat1"}, strict_match=False)])
+    body = hook_request([service_request(code=CT_CHEST)], fhir_server=FHIR)
+    del body["prefetch"]["medications"]
+    not_warned(post(client, body))
+    assert len(responses.calls) == 1
