@@ -23,6 +23,9 @@ UNKNOWN = "unknown"  # a status given, but not readable from the HL7 code system
 IGNORED_VERIFICATION = {"refuted", "entered-in-error"}
 NOT_CURRENT = {"inactive", "remission", "resolved"}
 ALL_KINDS = ("all", "all-remission", "all-relapse")
+# The vocabularies a code without a known system is tried in, by what it codes.
+CONDITION_SYSTEMS = ("snomed", "icd10")
+MEDICATION_SYSTEMS = ("rxnorm", "atc")
 
 
 @dataclass(frozen=True)
@@ -175,17 +178,18 @@ def onset_date(resource: dict, born: date | None) -> tuple[bool, date | None]:
 # -- evidence --------------------------------------------------------------------------------
 
 def concept_evidence(concepts: Iterable[Any], knowledge: Knowledge, source: str, exact: bool,
-                     **status_and_date: Any) -> list[Evidence]:
+                     systems: tuple[str, ...] = CONDITION_SYSTEMS, **status_and_date: Any) -> list[Evidence]:
     """The evidence that the concepts carry, one per kind: coded first (exact only when the system is
-    known and `exact`), then text (which only ever takes a child out)."""
+    known and `exact`; a code without a known system is tried in `systems`), then text (which only
+    ever takes a child out)."""
     found: dict[str, Evidence] = {}
     concepts = list(concepts)
     for concept in concepts:
         for coding in concept_codings(concept):
             code = coding.get("code")
-            match = knowledge.diagnosis_for(coding.get("system"), code)
-            known_system = match is not None
-            match = match or knowledge.diagnosis_in_any_system(code)
+            known_system = knowledge.system_key(coding.get("system")) is not None
+            match = (knowledge.diagnosis_for(coding.get("system"), code) if known_system
+                     else knowledge.diagnosis_in_any_system(code, systems))
             if match and match.kind not in found:
                 found[match.kind] = Evidence(match.kind, match.code.display, match.code.system, str(code), source,
                                              exact=exact and known_system, **status_and_date)
@@ -236,7 +240,8 @@ def medication_evidence(resource: dict, knowledge: Knowledge,
         concepts += [medication.get("code") if medication else None, reference.get("display")]
     if all(is_empty(c) for c in concepts):
         return [], Gap("MedicationRequest", "unreadable", f"{name}: the medication could not be identified")
-    return [e for e in concept_evidence(concepts, knowledge, name, False) if e.kind == "therapy"], None
+    return [e for e in concept_evidence(concepts, knowledge, name, False, MEDICATION_SYSTEMS)
+            if e.kind == "therapy"], None
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 SUMMARY_LIMIT = 140  # CDS Hooks: summary SHALL be under 140 characters
 SEXES = ("any", "male", "female")
@@ -169,14 +169,14 @@ class Knowledge:
             return None
         return self._diagnosis(key, normalise(key, code))
 
-    def diagnosis_in_any_system(self, code: Any) -> DiagnosisMatch | None:
-        """The meaning of a code whose system is missing or unknown, trying every system (lenient
-        reading: the codes of the systems do not overlap in form)."""
+    def diagnosis_in_any_system(self, code: Any, systems: Iterable[str]) -> DiagnosisMatch | None:
+        """The meaning of a code whose system is missing or unknown, trying each of `systems` (the
+        vocabularies the element is coded in; e.g. ICD-10-CM L01.00 and ATC L01 share a form)."""
         if isinstance(code, (int, float)) and not isinstance(code, bool):
             code = str(code)
         if not isinstance(code, str) or not code.strip():
             return None
-        for key in self.system_uris:
+        for key in systems:
             match = self._diagnosis(key, normalise(key, code))
             if match:
                 return match

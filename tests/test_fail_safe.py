@@ -431,6 +431,16 @@ def test_symptom_codes_as_ehrs_send_them(client, system, code):
     not_warned(call(client, [all_condition(), symptom]))
 
 
+@pytest.mark.parametrize("coding", [
+    {"system": ICD10CM, "code": "L01.00", "display": "Impetigo"},   # the form of ATC L01, antineoplastic agents
+    {"code": "L01.00"},                                              # same, without a system
+    {"system": ICD10CM, "code": "H02.831"},                          # begins like ATC H02, corticosteroids
+], ids=["icd10-L01", "no-system-L01", "icd10-H02"])
+def test_a_condition_code_is_not_read_as_a_medication_code(client, coding):
+    unrelated = {**condition("c1", "x", days_ago=200), "code": {"coding": [coding]}}
+    assert warned(call(client, [all_condition(), unrelated]))
+
+
 @pytest.mark.parametrize("text", ["Cough", "persistent dry cough x3 days", "SOB on exertion", "Headaches",
                                   "wheezing", "swelling of face and neck"])
 def test_a_symptom_given_only_as_text_takes_the_child_out(client, text):

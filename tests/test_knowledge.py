@@ -436,10 +436,14 @@ def test_text_evidence_matching(k):
 
 
 def test_codes_without_their_system(k):
-    assert k.diagnosis_in_any_system("R05.9").kind == "symptom"
-    assert k.diagnosis_in_any_system("91861009").kind == "excluded"
-    assert k.diagnosis_in_any_system(11202).kind == "therapy"
-    assert k.diagnosis_in_any_system("71250") is None and k.diagnosis_in_any_system("") is None
+    conditions, medications = ("snomed", "icd10"), ("rxnorm", "atc")
+    assert k.diagnosis_in_any_system("R05.9", conditions).kind == "symptom"
+    assert k.diagnosis_in_any_system("91861009", conditions).kind == "excluded"
+    assert k.diagnosis_in_any_system(11202, medications).kind == "therapy"
+    assert k.diagnosis_in_any_system("71250", conditions) is None and k.diagnosis_in_any_system("", conditions) is None
+    # ICD-10-CM L01.00 (impetigo) has the form of ATC L01 (antineoplastic agents): tried only where it can be
+    assert k.diagnosis_in_any_system("L01.00", conditions) is None
+    assert k.diagnosis_in_any_system("L01XX24", medications).kind == "therapy"
     assert k.diagnosis_for("urn:oid:2.16.840.1.113883.6.90", "C91.02").kind == "all-relapse"
     assert k.diagnosis_for("http://www.whocc.no/atc", "L01XX24").kind == "therapy"
 
