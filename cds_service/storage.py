@@ -453,54 +453,48 @@ def default_url(instance_path: str) -> str:
 class AuditWriter:
     """Writes the hook-call audit off the request path: a per-process queue drained in batches by a
     background thread, so a hook call never waits on the database (or on another worker's SQLite
-    lock). flush() writes what is queued and waits for the batch in flight; it runs at exit, and
-    before feedback is matched to the cards issued."""
+    lock). Calls leave the queue only under one lock, and are written under it, so rows keep the
+    order the calls were answered in. flush() writes everything queued before it returns; it runs
+    at exit, and before feedback is matched to the cards issued."""
 
     def __init__(self, store: Store):
         self.store = store
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
-        self.pending = 0
-        self.changed = threading.Condition()
+        self.writing = threading.Lock()
+        self.started = threading.Lock()
+        self.wake = threading.Event()
         self.pid = None
         atexit.register(self.flush)
 
     def submit(self, **call: Any) -> None:
         call.setdefault("called_at", utcnow())
-        with self.changed:
-            self.pending += 1
-            if self.pid != os.getpid():  # first call in this process (gunicorn forks after preload)
-                self.pid = os.getpid()
-                threading.Thread(target=self._run, name="cds-audit", daemon=True).start()
+        if self.pid != os.getpid():  # first call in this process (gunicorn forks after preload)
+            with self.started:
+                if self.pid != os.getpid():
+                    self.pid = os.getpid()
+                    self.writing = threading.Lock()  # a lock held at fork time stays held in the child
+                    threading.Thread(target=self._run, name="cds-audit", daemon=True).start()
         self.queue.put(call)
-
-    def _drain(self) -> list[dict]:
-        calls = []
-        while True:
-            try:
-                calls.append(self.queue.get_nowait())
-            except queue.Empty:
-                return calls
-
-    def _write(self, calls: list[dict]) -> None:
-        if not calls:
-            return
-        try:
-            self.store.record_calls(calls)
-        except Exception:  # the audit must never break the ordering workflow; the loss is logged
-            log.exception("audit write failed; %d hook call(s) not recorded", len(calls))
-        with self.changed:
-            self.pending -= len(calls)
-            self.changed.notify_all()
+        self.wake.set()
 
     def _run(self) -> None:
         while True:
-            first = self.queue.get()
+            self.wake.wait()
+            self.wake.clear()
             time.sleep(BATCH_SECONDS)  # let a busy worker's calls gather into one transaction
-            self._write([first] + self._drain())
+            self.flush()
 
-    def flush(self, timeout: float = 5.0) -> None:
-        self._write(self._drain())
-        deadline = time.monotonic() + timeout
-        with self.changed:
-            while self.pending > 0 and time.monotonic() < deadline:
-                self.changed.wait(0.05)
+    def flush(self) -> None:
+        with self.writing:
+            calls = []
+            while True:
+                try:
+                    calls.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            if not calls:
+                return
+            try:
+                self.store.record_calls(calls)
+            except Exception:  # the audit must never break the ordering workflow; the loss is logged
+                log.exception("audit write failed; %d hook call(s) not recorded", len(calls))

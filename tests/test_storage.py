@@ -144,6 +144,23 @@ def test_record_call_rows(store):
     assert cards["c-2"]["suggestion_uuids"] == ""
 
 
+def test_audit_writer_keeps_the_order_calls_were_answered_in(store, monkeypatch):
+    """A flush while the background batch is gathering must not write later calls first."""
+    monkeypatch.setattr(storage, "BATCH_SECONDS", 0.3)
+    writer = storage.AuditWriter(store)
+    first = {"service_id": SVC, "status": 200, "latency_ms": 1.0, "data_source": "prefetch", "cards": ()}
+    writer.submit(hook_instance="first", **first)
+    time.sleep(0.1)  # the writer has woken and is gathering its batch
+    writer.submit(hook_instance="second", **{**first, "status": 400})
+    writer.flush()
+    with store.engine.connect() as conn:
+        written = conn.execute(sa.select(storage.hook_calls.c.hook_instance)
+                               .order_by(storage.hook_calls.c.id)).scalars().all()
+    assert written == ["first", "second"]
+    time.sleep(0.35)  # the background batch finds nothing left to write twice
+    assert len(rows(store, storage.hook_calls)) == 2
+
+
 def test_record_call_without_cards_and_errors(store):
     call(store)
     call(store, status=412)
