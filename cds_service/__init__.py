@@ -12,6 +12,8 @@ from flask_cors import CORS
 from . import api, auth, config, knowledge, observability, storage
 from .cli import report_command
 from .fhir_data import FhirClient
+from .fhir_servers import FhirServerPolicy
+from .hooks import Limits
 from .pipeline import HookHandler
 
 log = logging.getLogger("cds_service")
@@ -26,6 +28,8 @@ class Runtime:
     store: storage.Store
     audit: storage.AuditWriter
     authenticator: auth.Authenticator
+    fhir_servers: FhirServerPolicy
+    limits: Limits
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -34,6 +38,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     test_config overrides Settings fields by their lower-case names (e.g. {"env": "production"})."""
     settings = config.from_env(overrides=test_config)
     observability.configure_logging(settings.log_level)
+    observability.set_id_hash_secret(settings.id_hash_secret)
     kb = knowledge.load(settings.knowledge_dir or None).with_overrides(
         new_within_days=settings.new_diagnosis_days or None, pama_qcdsm=settings.pama_qcdsm or None)
 
@@ -46,7 +51,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     client = FhirClient(settings.fhir_connect_timeout, settings.fhir_read_timeout,
                         settings.fhir_max_pages, settings.fhir_page_size)
     handler = HookHandler(kb, client, settings.hook_deadline, on_fetch=observability.count_fetch)
-    app.extensions["cds"] = Runtime(settings, kb, handler, store, storage.AuditWriter(store), authenticator)
+    fhir_servers = FhirServerPolicy(auth.parse_trusted_issuers(settings.trusted_issuers)[1], settings.production)
+    limits = Limits(settings.max_orders, settings.max_resources, settings.max_codings)
+    app.extensions["cds"] = Runtime(settings, kb, handler, store, storage.AuditWriter(store), authenticator,
+                                    fhir_servers, limits)
 
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()] \
         or ([] if settings.production else ["*"])
@@ -57,6 +65,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     if not settings.production:
         log.warning("development mode: hook calls without a token are accepted and the CDS Hooks Sandbox's "
                     "issuer is trusted; set CDS_ENV=production for a real EHR")
+    elif not settings.id_hash_secret:
+        log.warning("CDS_ID_HASH_SECRET is not set: the hashes of ids in the logs correlate within one process only")
     warm_up()
     return app
 

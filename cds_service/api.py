@@ -7,11 +7,13 @@ import time
 from collections import Counter
 
 from flask import Blueprint, Flask, Response, current_app, g, request
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from . import hooks, observability
 from .auth import AuthError
 from .fhir_data import DataUnavailable
+from .fhir_servers import Refused
 from .hooks import HookError, operation_outcome
 
 log = logging.getLogger("cds_service")
@@ -19,6 +21,7 @@ bp = Blueprint("cds", __name__)
 
 JSON_TYPES = ("application/json", "application/fhir+json")
 AUTHENTICATED = {"cds.discovery", "cds.call_service", "cds.feedback"}
+RETRY_AFTER_SECONDS = "5"
 
 
 def runtime():
@@ -62,14 +65,12 @@ def authenticate():
     base = rt.settings.public_base_url.rstrip("/")
     audience = base + request.path if base else request.base_url
     try:
-        rt.authenticator.verify(header, audience)
-    except AuthError as exc:
-        if rt.settings.production:
-            g.error = f"authentication failed: {exc.message}"
-            response = outcome_response(401, g.error, "security")
-            response.headers["WWW-Authenticate"] = "Bearer"
-            return response
-        log.warning("development mode: accepting a call whose token failed: %s", exc.message)
+        g.issuer = rt.authenticator.verify(header, audience)["iss"]
+    except AuthError as exc:  # a token that is present must be valid, in development too
+        g.error = f"authentication failed: {exc.message}"
+        response = outcome_response(401, g.error, "security")
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
     return None
 
 
@@ -82,14 +83,24 @@ def discovery():
 def call_service(service_id: str):
     service = find_service(service_id)
     rt = runtime()
-    hook_request = hooks.parse(read_json(), service, require_https=rt.settings.production)
-    g.hook_instance = hook_request.hook_instance
+    hook_request = hooks.parse(read_json(), service, require_https=rt.settings.production, limits=rt.limits)
+    g.hook_instance, g.patient_id = hook_request.hook_instance, hook_request.patient_id
+    if hook_request.fhir_server:
+        try:  # before any request is made: the EHR's token goes only where this caller may send it
+            rt.fhir_servers.check(hook_request.fhir_server, g.get("issuer"))
+        except Refused as exc:
+            raise HookError(exc.status, exc.message, "forbidden" if exc.status == 403 else "invalid") from None
     try:
         outcome = rt.handler.handle(hook_request)
     except DataUnavailable as exc:
         raise HookError(412, f"required FHIR data could not be obtained: {exc}", "not-found") from None
+    response = current_app.json.response(outcome.rendered.body)
+    if response.content_length > rt.settings.max_response_bytes:
+        raise HookError(413, f"the answer would be {response.content_length} bytes, more than "
+                             f"{rt.settings.max_response_bytes} (CDS_MAX_RESPONSE_BYTES): send fewer orders",
+                        "too-costly")
     g.issued, g.data_source = outcome.rendered.issued, outcome.data_source
-    return outcome.rendered.body
+    return response
 
 
 @bp.post("/cds-services/<service_id>/feedback")
@@ -101,7 +112,12 @@ def feedback(service_id: str):
         raise HookError(400, "'feedback' must be an array of feedback entries")
     rt = runtime()
     rt.audit.flush()  # the cards being reported on must be on record first
-    counts = rt.store.record_feedback(service_id, entries)
+    try:
+        counts = rt.store.record_feedback(service_id, entries)
+    except SQLAlchemyError:
+        log.warning("feedback not stored: the database is unreachable", extra={"fields": {"service": service_id}})
+        raise HookError(503, "feedback could not be stored: the database is unavailable; send it again later",
+                        "transient", {"Retry-After": RETRY_AFTER_SECONDS}) from None
     log.info("feedback", extra={"fields": {"event": "feedback", "service": service_id, **counts}})
     return {}
 
@@ -115,7 +131,7 @@ def health():
 def ready():
     rt = runtime()
     if not rt.store.ping():
-        raise HookError(503, "the database is not reachable", "transient")
+        raise HookError(503, "the database is not reachable", "transient", {"Retry-After": RETRY_AFTER_SECONDS})
     return {"status": "ready", "procedures": len(rt.knowledge.procedures)}
 
 
@@ -143,11 +159,13 @@ def record_hook_call(response: Response) -> Response:
         observability.CARDS.labels(card.indicator, card.rule).inc()
     if source in ("prefetch", "fhir"):
         observability.PREFETCH.labels("hit" if source == "prefetch" else "miss").inc()
+    patient_id = g.get("patient_id")
     fields = {"event": "hook_call", "service": service_id, "hookInstance": g.get("hook_instance"),
+              "patient": observability.pseudonym(patient_id) if patient_id else None,
               "status": status, "latency_ms": round(latency * 1000, 3), "data_source": source,
               "cards": dict(Counter(card.indicator for card in issued))}
-    if status >= 400:
-        fields["error"] = g.get("error")
+    if status >= 400:  # no patient or resource id reaches the log: they are replaced by keyed hashes
+        fields["error"] = observability.scrub(g.get("error"), patient_id)
     log.info("hook call", extra={"fields": fields})
     if service_id != "unknown":
         runtime().audit.submit(service_id=service_id, hook_instance=g.get("hook_instance") or "", status=status,
@@ -161,13 +179,19 @@ def register(app: Flask) -> None:
     @app.errorhandler(HookError)
     def hook_error(exc: HookError):
         g.error = exc.message
-        return outcome_response(exc.status, exc.message, exc.code)
+        response = outcome_response(exc.status, exc.message, exc.code)
+        response.headers.update(exc.headers)
+        return response
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         codes = {404: "not-found", 405: "not-supported", 413: "too-costly"}
         g.error = exc.description or exc.name
-        return outcome_response(exc.code or 500, g.error, codes.get(exc.code, "invalid"))
+        response = outcome_response(exc.code or 500, g.error, codes.get(exc.code, "invalid"))
+        for name, value in exc.get_headers():  # e.g. the Allow header a 405 must carry
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):

@@ -121,7 +121,9 @@ class Authenticator:
         alg = header.get("alg")
         if alg not in self.algorithms:
             raise AuthError(f"JWT alg {alg!r} not allowed")
-        if "typ" in header and str(header["typ"]).upper() != "JWT":
+        # CDS Hooks 2.0.1 makes typ REQUIRED ("JWT"); every client we know sends it (the Sandbox does).
+        # A token without it is refused: it may be another kind of JWT of the same issuer.
+        if str(header.get("typ", "")).upper() != "JWT":
             raise AuthError("JWT typ must be 'JWT'")
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
@@ -162,16 +164,39 @@ class Authenticator:
         return claims
 
 
+def parse_trusted_issuers(text: str) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """CDS_TRUSTED_ISSUERS: {issuer: JWKS URL or file} or {issuer: {"jwks": ..., "fhir_servers": [base URLs]}}.
+    Returns ({issuer: JWKS source}, {issuer: FHIR base URLs it may name}, for the issuers that list them)."""
+    if not text or not text.strip():
+        return {}, {}
+    try:
+        entries = json.loads(text)
+    except ValueError:
+        raise ValueError("CDS_TRUSTED_ISSUERS is not valid JSON") from None
+    shape = ("CDS_TRUSTED_ISSUERS must be a JSON object {issuer: JWKS URL or file path} or "
+             "{issuer: {\"jwks\": URL or file path, \"fhir_servers\": [FHIR base URLs]}}")
+    if not isinstance(entries, dict):
+        raise ValueError(shape)
+    jwks, servers = {}, {}
+    for iss, entry in entries.items():
+        if isinstance(entry, dict):
+            source, bases = entry.get("jwks"), entry.get("fhir_servers", [])
+            if not isinstance(bases, list) or not all(isinstance(b, str) and b for b in bases) \
+                    or set(entry) - {"jwks", "fhir_servers"}:
+                raise ValueError(shape)
+            if "fhir_servers" in entry:
+                servers[iss] = bases
+        else:
+            source = entry
+        if not isinstance(source, str) or not source:
+            raise ValueError(shape)
+        jwks[iss] = source
+    return jwks, servers
+
+
 def from_settings(trusted_issuers_json: str, algorithms_csv: str, leeway: int, development: bool,
                   claim_jti=None, session=None) -> Authenticator:
-    issuers = {}
-    if trusted_issuers_json and trusted_issuers_json.strip():
-        try:
-            issuers = json.loads(trusted_issuers_json)
-        except ValueError:
-            raise ValueError("CDS_TRUSTED_ISSUERS is not valid JSON") from None
-        if not isinstance(issuers, dict) or not all(isinstance(v, str) and v for v in issuers.values()):
-            raise ValueError("CDS_TRUSTED_ISSUERS must be a JSON object {issuer: JWKS URL or file path}")
+    issuers, _ = parse_trusted_issuers(trusted_issuers_json)
     if not development:
         if SANDBOX_ISSUER in issuers:
             raise ValueError("CDS_TRUSTED_ISSUERS: the Sandbox issuer's private key is public; never trust it in production")

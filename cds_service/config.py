@@ -17,6 +17,10 @@ class Settings:
     new_diagnosis_days: int = 0              # CDS_NEW_DIAGNOSIS_DAYS: 0 keeps knowledge/policies.toml
     pama_qcdsm: str = ""                     # CDS_PAMA_QCDSM: "" keeps knowledge/policies.toml
     max_body_bytes: int = 5 * 1024 * 1024    # CDS_MAX_BODY_BYTES
+    max_orders: int = 100                    # CDS_MAX_ORDERS: draft orders in one hook call
+    max_resources: int = 10000               # CDS_MAX_RESOURCES: entries of one prefetched search
+    max_codings: int = 100                   # CDS_MAX_CODINGS: codings in one resource's coded elements
+    max_response_bytes: int = 2 * 1024 * 1024  # CDS_MAX_RESPONSE_BYTES: largest answer sent
     fhir_connect_timeout: float = 0.5        # CDS_FHIR_CONNECT_TIMEOUT (seconds)
     fhir_read_timeout: float = 1.0           # CDS_FHIR_READ_TIMEOUT (seconds)
     hook_deadline: float = 0.4               # CDS_HOOK_DEADLINE: budget for FHIR fetches per call
@@ -29,6 +33,7 @@ class Settings:
     cors_origins: str = ""                   # CDS_CORS_ORIGINS: comma-separated; "*" in development
     jwt_leeway: int = 60                     # CDS_JWT_LEEWAY (seconds)
     log_level: str = "INFO"                  # CDS_LOG_LEVEL
+    id_hash_secret: str = ""                 # CDS_ID_HASH_SECRET: key of the hashes of ids in logs
 
     @property
     def production(self) -> bool:
@@ -52,7 +57,8 @@ def from_env(environ: Mapping[str, str] | None = None, overrides: Mapping[str, A
     if settings.env not in ("development", "production"):
         raise ConfigError(f"CDS_ENV={settings.env!r}: expected development or production")
     for name in ("fhir_connect_timeout", "fhir_read_timeout", "hook_deadline", "max_body_bytes",
-                 "fhir_max_pages", "fhir_page_size"):
+                 "fhir_max_pages", "fhir_page_size", "max_orders", "max_resources", "max_codings",
+                 "max_response_bytes"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"CDS_{name.upper()} must be positive")
     return settings

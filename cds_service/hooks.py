@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+
+from .fhir_servers import Refused, normalise
 
 PREFETCH = {
     "patient": "Patient/{{context.patientId}}",
@@ -42,11 +43,12 @@ SERVICES = {s.id: s for s in (
 class HookError(Exception):
     """A request the service cannot answer: HTTP status and a message for the OperationOutcome."""
 
-    def __init__(self, status: int, message: str, code: str = "invalid"):
+    def __init__(self, status: int, message: str, code: str = "invalid", headers: dict | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
+        self.headers = headers or {}
 
 
 def operation_outcome(message: str, code: str = "invalid", severity: str = "error") -> dict:
@@ -78,14 +80,63 @@ def _field(container: dict, name: str, kind: type, path: str, required: bool = T
     return value
 
 
-def check_fhir_server(url: str, require_https: bool) -> None:
-    parts = urlsplit(url)
-    allowed = ("https",) if require_https else ("http", "https")
-    if parts.scheme not in allowed or not parts.netloc:
-        raise HookError(400, f"'fhirServer' must be an {' or '.join(allowed)} URL")
+@dataclass(frozen=True)
+class Limits:
+    """How much one hook call may carry; more is refused with 413 naming the limit."""
+    orders: int = 100       # draft orders (CDS_MAX_ORDERS)
+    resources: int = 10000  # entries of one prefetched search (CDS_MAX_RESOURCES)
+    codings: int = 100      # codings in the coded elements of one resource (CDS_MAX_CODINGS)
 
 
-def parse(body: Any, service: Service, require_https: bool = False) -> HookRequest:
+CODED = ("code", "reasonCode", "clinicalStatus", "verificationStatus", "medicationCodeableConcept")
+
+
+def coding_count(resource: Any) -> int:
+    """Codings in the coded elements the decision reads, however malformed."""
+    if not isinstance(resource, dict):
+        return 0
+    count = 0
+    for name in CODED:
+        value = resource.get(name)
+        for concept in value if isinstance(value, list) else [value]:
+            if isinstance(concept, dict):
+                coding = concept.get("coding")
+                count += len(coding) if isinstance(coding, list) else 1
+    return count
+
+
+def check_limits(entries: list, prefetch: dict, limits: Limits) -> None:
+    if len(entries) > limits.orders:
+        raise HookError(413, f"context.draftOrders has {len(entries)} entries; at most {limits.orders} are "
+                             "accepted (CDS_MAX_ORDERS)", "too-costly")
+    resources = [e.get("resource") if isinstance(e, dict) else None for e in entries]
+    for key, value in prefetch.items():
+        found = value.get("entry") if isinstance(value, dict) else None
+        if isinstance(found, list):
+            if len(found) > limits.resources:
+                raise HookError(413, f"prefetch '{key}' has {len(found)} entries; at most {limits.resources} are "
+                                     "accepted (CDS_MAX_RESOURCES)", "too-costly")
+            resources += [e.get("resource") if isinstance(e, dict) else None for e in found]
+        else:
+            resources.append(value)
+    for resource in resources:
+        if coding_count(resource) > limits.codings:
+            raise HookError(413, f"a resource has more than {limits.codings} codings in its coded elements "
+                                 "(CDS_MAX_CODINGS)", "too-costly")
+
+
+def check_fhir_server(url: str, require_https: bool) -> str:
+    """The base URL in its normal spelling; 400 when it is not a usable http(s) base URL."""
+    try:
+        base = normalise(url)
+    except Refused as exc:
+        raise HookError(exc.status, exc.message) from None
+    if require_https and not base.startswith("https://"):
+        raise HookError(400, "'fhirServer' must be an https URL")
+    return base
+
+
+def parse(body: Any, service: Service, require_https: bool = False, limits: Limits = Limits()) -> HookRequest:
     """Check the envelope and pick out the orders to rate. Irrelevant content is tolerated;
     only what the service cannot work with at all is refused (400)."""
     if not isinstance(body, dict):
@@ -98,7 +149,7 @@ def parse(body: Any, service: Service, require_https: bool = False) -> HookReque
     patient_id = _field(context, "patientId", str, "context.patientId")
     fhir_server = _field(body, "fhirServer", str, "fhirServer", required=False)
     if fhir_server:
-        check_fhir_server(fhir_server, require_https)
+        fhir_server = check_fhir_server(fhir_server, require_https)
     authorization = _field(body, "fhirAuthorization", dict, "fhirAuthorization", required=False) or {}
     token = authorization.get("access_token")
     prefetch = _field(body, "prefetch", dict, "prefetch", required=False) or {}
@@ -107,6 +158,7 @@ def parse(body: Any, service: Service, require_https: bool = False) -> HookReque
     entries = draft_bundle.get("entry") or []
     if not isinstance(entries, list):
         raise HookError(400, "'context.draftOrders.entry' must be an array")
+    check_limits(entries, prefetch, limits)
     drafts = tuple(r for r in (e.get("resource") for e in entries if isinstance(e, dict))
                    if isinstance(r, dict) and r.get("resourceType") == "ServiceRequest")
     if service.hook == "order-select":

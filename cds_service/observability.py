@@ -1,9 +1,13 @@
 """Structured JSON logs and Prometheus metrics (multiprocess-safe under gunicorn)."""
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import os
+import re
+import secrets
 import time
 
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram,
@@ -31,6 +35,31 @@ def metrics_body() -> tuple[bytes, str]:
     else:
         registry = REGISTRY
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+_id_key = secrets.token_bytes(32)
+REFERENCE = re.compile(r"\b([A-Z][A-Za-z]{2,40})/([A-Za-z0-9\-.]{1,64})")
+
+
+def set_id_hash_secret(secret: str) -> None:
+    """Key the hashes of ids in logs; without one they correlate within this process only."""
+    global _id_key
+    _id_key = secret.encode() if secret else secrets.token_bytes(32)
+
+
+def pseudonym(value: str) -> str:
+    """A keyed hash of an id (a patient id, a resource id) for the logs: correlates, does not reveal."""
+    return "h:" + hmac.new(_id_key, value.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def scrub(text: str | None, *ids: str | None) -> str | None:
+    """A message for the logs: every `Type/id` reference and each of `ids` replaced by its pseudonym."""
+    if not text:
+        return text
+    text = REFERENCE.sub(lambda m: f"{m[1]}/{pseudonym(m[2])}", text)
+    for value in sorted({i for i in ids if i and len(i) >= 3}, key=len, reverse=True):  # shorter: in references only
+        text = re.sub(rf"(?<![\w-]){re.escape(value)}(?![\w-])", pseudonym(value), text)
+    return text
 
 
 class JsonFormatter(logging.Formatter):

@@ -82,7 +82,9 @@ CASES = [
     ("good ES384", bearer(token), None),
     ("good RS384", bearer(lambda: token(RSA_KEY, "RS384", "rsa1")), None),
     ("good with configured jku", bearer(lambda: token(headers={"jku": JWKS_URL})), None),
-    ("good without typ", bearer(lambda: token(headers={"typ": None})), None),
+    # typ is REQUIRED by CDS Hooks 2.0.1 (PyJWT drops a typ given as None, adds "JWT" when none is given)
+    ("missing typ", bearer(lambda: jwt.encode(claims(), EC_KEY, algorithm="ES384",
+                                              headers={"kid": "ec1", "typ": None})), "typ must be 'JWT'"),
     ("aud array containing the URL", bearer(lambda: token(aud=["https://other.example", AUD])), None),
     ("iat 2 s in future (leeway)", bearer(lambda: token(iat=int(time.time()) + 2)), None),
     ("no sub, no tenant required", bearer(lambda: token(sub=None, tenant=None)), None),
