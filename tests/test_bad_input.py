@@ -888,8 +888,8 @@ def test_property_half_valid_envelopes(fuzz_client):
             body["hook"] = "order-select" if service == SELECT else "order-sign"   # past the hook check
         check(post(fuzz_client, body, service), seen)
     run()
-    # not vacuous: many requests reached the decision, some got cards, some needed the FHIR server
-    assert sum(seen.values()) >= 1000 and seen[400] and seen[412] and seen["cards"], seen
+    # not vacuous: many requests were answered, some needed the FHIR server (cards: the next property)
+    assert sum(seen.values()) >= 1000 and seen[400] and seen[412] and seen["cards"] + seen["no cards"] >= 300, seen
 
 
 def test_property_mutated_real_requests(fuzz_client):

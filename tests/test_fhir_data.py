@@ -546,7 +546,7 @@ def test_fhir_server_that_is_not_http_is_400(client, fhir, url, with_prefetch):
 def production_client(tmp_path):
     """A production app, called by a trusted client with a valid JWT."""
     trusted = tokens.Client(tmp_path)
-    app = create_app(trusted.config(tmp_path / "prod.db"))
+    app = create_app(trusted.config(tmp_path / "prod.db", fhir_servers=[FHIR]))
     app.extensions["cds"].handler.today = lambda: TODAY
     client = app.test_client()
 

@@ -33,11 +33,13 @@ def test_one_json_log_line_per_hook_call_without_names_birth_dates_or_tokens(cli
     body["fhirAuthorization"] = {"access_token": "secret-access-token-123", "token_type": "Bearer",
                                  "expires_in": 300, "scope": "patient/*.read", "subject": "cds"}
     body["fhirServer"] = "https://ehr.example.org/fhir"
-    response = client.post(f"/cds-services/{SELECT}", json=body,
-                           headers={"Authorization": "Bearer not-a-jwt-but-secret-xyz"})
+    response = client.post(f"/cds-services/{SELECT}", json=body)
     assert response.status_code == 200
+    refused = client.post(f"/cds-services/{SELECT}", json=body,  # a token that is present must be valid
+                          headers={"Authorization": "Bearer not-a-jwt-but-secret-xyz"})
+    assert refused.status_code == 401
     calls = [entry for entry in log_lines() if entry.get("event") == "hook_call"]
-    assert len(calls) == 1
+    assert [c["status"] for c in calls] == [200, 401]
     call = calls[0]
     assert call["hookInstance"] == body["hookInstance"]
     assert call["service"] == SELECT and call["status"] == 200

@@ -21,9 +21,11 @@ class Client:
         self.jwks_file = directory / "jwks.json"
         self.jwks_file.write_text(json.dumps({"keys": [jwk]}))
 
-    def config(self, database: Path, **extra) -> dict:
-        """create_app() overrides for a production app that trusts this client."""
-        return {"env": "production", "trusted_issuers": json.dumps({ISSUER: str(self.jwks_file)}),
+    def config(self, database: Path, fhir_servers: list[str] | None = None, **extra) -> dict:
+        """create_app() overrides for a production app that trusts this client (and lets it name
+        these FHIR servers)."""
+        entry = {"jwks": str(self.jwks_file), "fhir_servers": fhir_servers} if fhir_servers else str(self.jwks_file)
+        return {"env": "production", "trusted_issuers": json.dumps({ISSUER: entry}),
                 "database_url": f"sqlite:///{database}", **extra}
 
     def token(self, audience: str, **claims) -> str:
