@@ -7,6 +7,7 @@ Conditions are first filtered on their codes, so a long record costs little.
 """
 from __future__ import annotations
 
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from .facts import ConditionRecord, Gap
 from .knowledge import Knowledge
 
 ABSENT = object()
+log = logging.getLogger("cds_service.fhir")
 
 
 class DataUnavailable(Exception):
@@ -304,9 +306,10 @@ def load(prefetch: dict, patient_id: str, fhir_server: str | None, token: str | 
             raise DataUnavailable(f"Patient/{patient_id} is required and {reason}, and no fhirServer was given")
         try:
             resource = client.read(fhir_server, f"Patient/{patient_id}", token, deadline)
-        except FetchError as exc:
+        except FetchError as exc:  # the reason is logged, not told: it would map the network of any host named
             on_fetch("Patient", False)
-            raise DataUnavailable(f"Patient/{patient_id} could not be read from the FHIR server: {exc}") from None
+            log.warning("Patient read failed", extra={"fields": {"event": "fhir_read_failed", "reason": str(exc)}})
+            raise DataUnavailable(f"Patient/{patient_id} could not be read from the FHIR server") from None
         on_fetch("Patient", True)
         fetched = True
         before = len(patient_gaps)
