@@ -85,15 +85,19 @@ def call_service(service_id: str):
     rt = runtime()
     hook_request = hooks.parse(read_json(), service, require_https=rt.settings.production, limits=rt.limits)
     g.hook_instance, g.patient_id = hook_request.hook_instance, hook_request.patient_id
+    configured = False  # whether fhirServer is one configured for this caller
     if hook_request.fhir_server:
         try:  # before any request is made: the EHR's token goes only where this caller may send it
-            rt.fhir_servers.check(hook_request.fhir_server, g.get("issuer"))
+            configured = rt.fhir_servers.check(hook_request.fhir_server, g.get("issuer"))
         except Refused as exc:
             raise HookError(exc.status, exc.message, "forbidden" if exc.status == 403 else "invalid") from None
     try:
         outcome = rt.handler.handle(hook_request)
     except DataUnavailable as exc:
-        raise HookError(412, f"required FHIR data could not be obtained: {exc}", "not-found") from None
+        # What another host did (refused, timed out, answered 404) is not told: it would map its network.
+        told = f"{exc}: {exc.reason}" if exc.reason and configured else str(exc)
+        g.fetch_reason = exc.reason  # for the log line
+        raise HookError(412, f"required FHIR data could not be obtained: {told}", "not-found") from None
     response = current_app.json.response(outcome.rendered.body)
     if response.content_length > rt.settings.max_response_bytes:
         raise HookError(413, f"the answer would be {response.content_length} bytes, more than "
@@ -166,6 +170,8 @@ def record_hook_call(response: Response) -> Response:
               "cards": dict(Counter(card.indicator for card in issued))}
     if status >= 400:  # no patient or resource id reaches the log: they are replaced by keyed hashes
         fields["error"] = observability.scrub(g.get("error"), patient_id)
+        if g.get("fetch_reason"):
+            fields["fetch_reason"] = observability.scrub(g.fetch_reason, patient_id)
     log.info("hook call", extra={"fields": fields})
     if service_id != "unknown":
         runtime().audit.submit(service_id=service_id, hook_instance=g.get("hook_instance") or "", status=status,

@@ -7,7 +7,6 @@ Conditions are first filtered on their codes, so a long record costs little.
 """
 from __future__ import annotations
 
-import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,11 +22,15 @@ from .facts import ConditionRecord, Gap
 from .knowledge import Knowledge
 
 ABSENT = object()
-log = logging.getLogger("cds_service.fhir")
 
 
 class DataUnavailable(Exception):
-    """Data the decision cannot do without could not be had (answered 412)."""
+    """Data the decision cannot do without could not be had (answered 412). `reason` says what the FHIR
+    server did; it is told only to callers of a FHIR server configured for them."""
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -306,17 +309,16 @@ def load(prefetch: dict, patient_id: str, fhir_server: str | None, token: str | 
             raise DataUnavailable(f"Patient/{patient_id} is required and {reason}, and no fhirServer was given")
         try:
             resource = client.read(fhir_server, f"Patient/{patient_id}", token, deadline)
-        except FetchError as exc:  # the reason is logged, not told: it would map the network of any host named
+        except FetchError as exc:
             on_fetch("Patient", False)
-            log.warning("Patient read failed", extra={"fields": {"event": "fhir_read_failed", "reason": str(exc)}})
-            raise DataUnavailable(f"Patient/{patient_id} could not be read from the FHIR server") from None
+            raise DataUnavailable(f"Patient/{patient_id} could not be read from the FHIR server", str(exc)) from None
         on_fetch("Patient", True)
         fetched = True
         before = len(patient_gaps)
         patient = parse_patient(resource, patient_id, patient_gaps)
         if patient is None:
             why = patient_gaps[-1] if len(patient_gaps) > before else "the answer was not a Patient"
-            raise DataUnavailable(f"Patient/{patient_id} from the FHIR server is unusable: {why}")
+            raise DataUnavailable(f"Patient/{patient_id} from the FHIR server is unusable", why)
     gaps += [Gap("Patient", "skipped", text) for text in patient_gaps]
 
     for kind, search in searches.items():

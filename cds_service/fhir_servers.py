@@ -82,17 +82,17 @@ class FhirServerPolicy:
         self.allowed = {iss: frozenset(normalise(u) for u in urls) for iss, urls in allowed.items()}
         self.production = production
 
-    def check(self, url: str, issuer: str | None) -> str:
-        """The normalised base URL if the caller (None: an unsigned call) may name it; else Refused
-        (400 malformed, 403 not allowed)."""
+    def check(self, url: str, issuer: str | None) -> bool:
+        """Whether the URL is a FHIR server configured for the caller (None: an unsigned call); Refused
+        when the caller may not name it (400 malformed, 403 not allowed)."""
         base = normalise(url)
         allowed = self.allowed.get(issuer) if issuer else None
         if allowed is not None or self.production:
             if base not in (allowed or ()):
                 raise Refused(403, "'fhirServer' is not a FHIR server this client is allowed to name "
                                    "(see fhir_servers in CDS_TRUSTED_ISSUERS)")
-            return base
+            return True
         host = urlsplit(base).hostname
         if host in METADATA_HOSTS or any(forbidden_address(a) for a in resolved(host)):
             raise Refused(403, "'fhirServer' names a link-local or metadata address, which is never read")
-        return base
+        return False

@@ -441,11 +441,12 @@ FAILURES = {
 
 
 @pytest.mark.parametrize("name", FAILURES)
-def test_patient_unavailable_from_the_server_is_412_saying_what_and_why(client, fhir, name):
+def test_patient_unavailable_from_the_server_is_412_saying_what_and_why(production_client, fhir, name):
+    """The caller's own, configured FHIR server: the 412 says what it did (another host's is not told)."""
     kwargs, why = FAILURES[name]
     serve_patient(fhir, **kwargs)
     serve_conditions(fhir, [all_condition()])
-    response = post(client, no_prefetch(token=TOKEN))
+    response = production_client(no_prefetch(token=TOKEN))
     assert response.status_code == 412, response.get_data(as_text=True)
     text = diagnostics(response)
     assert "Patient/pat1" in text
@@ -475,14 +476,14 @@ def test_the_search_answering_something_else_than_a_bundle_is_not_a_crash(client
 FAST = {"hook_deadline": 0.2, "fhir_connect_timeout": 0.1, "fhir_read_timeout": 0.1}
 
 
-def test_a_hanging_fhir_server_gives_a_clear_412_within_the_deadline(make_client, fhir):
-    client = make_client(**FAST)
+def test_a_hanging_fhir_server_gives_a_clear_412_within_the_deadline(make_production_client, fhir):
+    call = make_production_client(**FAST)
 
     def hang(request):
         raise requests.exceptions.ReadTimeout("read timed out (read timeout=0.1)")
     fhir.add_callback(responses.GET, PATIENT_URL, callback=hang)
     serve_conditions(fhir, [all_condition()])
-    response = post(client, no_prefetch(token=TOKEN))
+    response = call(no_prefetch(token=TOKEN))
     assert response.status_code == 412
     text = diagnostics(response)
     assert "Patient/pat1" in text and re.search(r"time", text, re.IGNORECASE)
@@ -543,17 +544,24 @@ def test_fhir_server_that_is_not_http_is_400(client, fhir, url, with_prefetch):
 
 
 @pytest.fixture
-def production_client(tmp_path):
-    """A production app, called by a trusted client with a valid JWT."""
-    trusted = tokens.Client(tmp_path)
-    app = create_app(trusted.config(tmp_path / "prod.db", fhir_servers=[FHIR]))
-    app.extensions["cds"].handler.today = lambda: TODAY
-    client = app.test_client()
+def make_production_client(tmp_path):
+    """A production app, called by a trusted client with a valid JWT, whose FHIR server is FHIR."""
+    def make(**overrides):
+        trusted = tokens.Client(tmp_path)
+        app = create_app(trusted.config(tmp_path / "prod.db", fhir_servers=[FHIR], **overrides))
+        app.extensions["cds"].handler.today = lambda: TODAY
+        client = app.test_client()
 
-    def call(body, service=SELECT):
-        return client.post(f"/cds-services/{service}", json=body,
-                           headers=trusted.headers(f"http://localhost/cds-services/{service}"))
-    return call
+        def call(body, service=SELECT):
+            return client.post(f"/cds-services/{service}", json=body,
+                               headers=trusted.headers(f"http://localhost/cds-services/{service}"))
+        return call
+    return make
+
+
+@pytest.fixture
+def production_client(make_production_client):
+    return make_production_client()
 
 
 def test_production_refuses_an_http_fhir_server(production_client, fhir):
