@@ -146,7 +146,7 @@ def test_record_call_rows(store):
 
 def test_audit_writer_keeps_the_order_calls_were_answered_in(store, monkeypatch):
     """A flush while the background batch is gathering must not write later calls first."""
-    monkeypatch.setattr(storage, "BATCH_SECONDS", 0.3)
+    monkeypatch.setattr(storage.audit, "BATCH_SECONDS", 0.3)
     writer = storage.AuditWriter(store)
     first = {"service_id": SVC, "status": 200, "latency_ms": 1.0, "data_source": "prefetch", "cards": ()}
     writer.submit(hook_instance="first", **first)
@@ -376,8 +376,8 @@ def test_claim_jti_expired_rows_are_deleted(store):
 
 def test_claim_jti_purges_opportunistically(store, monkeypatch):
     store.claim_jti("iss", "old", time.time() - 10)
-    monkeypatch.setattr(store, "_purged_at", 0.0)
-    monkeypatch.setattr(storage, "PURGE_EVERY_SECONDS", 0.0)
+    monkeypatch.setattr(store.jti, "_purged_at", 0.0)
+    monkeypatch.setattr(storage.jti, "PURGE_EVERY_SECONDS", 0.0)
     store.claim_jti("iss", "new", time.time() + 300)
     assert {r["jti"] for r in rows(store, storage.jti_claims)} == {"new"}
 
