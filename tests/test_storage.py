@@ -1,7 +1,7 @@
 """Storage: the hook-call audit, feedback, jti replay protection and the report, on SQLite and PostgreSQL.
 
 PostgreSQL runs when CDS_TEST_POSTGRES_URL is set (e.g. postgresql+psycopg://cds:cds@127.0.0.1:5433/cds);
-its cds_* tables are dropped before and after each test."""
+its cds_* tables and Alembic's version table are dropped before and after each test."""
 from __future__ import annotations
 
 import os
@@ -31,6 +31,8 @@ def drop_tables(url: str) -> None:
     engine = sa.create_engine(url)
     try:
         storage.metadata.drop_all(engine)
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
     finally:
         engine.dispose()
 

@@ -5,26 +5,39 @@ Nothing here imports the clinical flow.
     schema         the tables              db         engine, transactions, default URL
     audit          hook-call audit and its background writer
     card_feedback  feedback entries        jti        jti claims        reporting  the report
+    migrate        versioned schema migrations (Alembic, migrations/versions/)
 """
 from __future__ import annotations
 
+from . import migrate
 from .audit import Audit, AuditWriter, CardRecord
 from .db import Database, default_url, utcnow
 from .card_feedback import Feedback, FeedbackEntry, parse_entry, parse_timestamp
 from .jti import JtiClaims
+from .migrate import SchemaError
 from .reporting import format_report, report
 from .schema import ID_MAX, SUGGESTIONS_MAX, feedback, hook_calls, issued_cards, jti_claims, metadata
 
 __all__ = ["Store", "AuditWriter", "CardRecord", "Database", "FeedbackEntry", "default_url", "format_report",
            "parse_entry", "parse_timestamp", "metadata", "hook_calls", "issued_cards", "feedback",
-           "jti_claims", "ID_MAX", "SUGGESTIONS_MAX", "utcnow"]
+           "jti_claims", "ID_MAX", "SUGGESTIONS_MAX", "utcnow", "SchemaError"]
 
 
 class Store(Database):
-    """One database and what the service keeps in it."""
+    """One database and what the service keeps in it.
 
-    def __init__(self, url: str):
+    schema: "migrate" brings the schema to the newest revision, "check" raises SchemaError unless it is
+    there (where `cds-service migrate` runs once per deploy), "none" leaves it alone."""
+
+    def __init__(self, url: str, schema: str = "migrate"):
         super().__init__(url)
+        if schema == "migrate":
+            migrate.upgrade(self)
+        elif schema == "check":
+            migrate.check(self)
+        elif schema != "none":
+            raise ValueError(f"schema={schema!r}: expected migrate, check or none")
+        self.engine.dispose()  # no pooled connection left for a forking server (gunicorn --preload)
         self.audit = Audit(self)
         self.feedback = Feedback(self)
         self.jti = JtiClaims(self)

@@ -13,9 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
-
-from .schema import metadata
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 log = logging.getLogger("cds_service.storage")
 
@@ -53,9 +51,8 @@ class Database:
         if self.insert is None:
             raise ValueError(f"unsupported database {self.dialect!r}: use sqlite or postgresql+psycopg")
         self.engine = self._engine()
-        self._create_tables()
-        # Leave no pooled connection behind for a forking server (gunicorn --preload) to share.
-        self.engine.dispose()
+        # No pooled connection may be shared with a forked child (gunicorn --preload): the child drops
+        # the parent's, and whoever opens connections before a fork disposes of them (Store does).
         ref = weakref.ref(self.engine)
         os.register_at_fork(after_in_child=lambda: (e := ref()) is not None and e.dispose(close=False))
 
@@ -90,16 +87,6 @@ class Database:
         connect_args = {} if "connect_timeout" in self.url.query else {"connect_timeout": 5}
         return sa.create_engine(self.url, pool_pre_ping=True, pool_size=8, max_overflow=16,
                                 connect_args=connect_args)
-
-    def _create_tables(self) -> None:
-        for attempt in range(3):  # several processes may start at once
-            try:
-                metadata.create_all(self.engine)
-                return
-            except (OperationalError, IntegrityError, sa.exc.ProgrammingError):
-                if attempt == 2:
-                    raise
-                time.sleep(0.1 * (attempt + 1))
 
     def write(self, work, *args):
         """Run work(conn, *args) in one write transaction, retrying deadlocks and lock timeouts."""
