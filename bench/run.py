@@ -245,7 +245,7 @@ def table(shape: shapes.Shape, count: int, cells: dict[int, dict[str, load.Resul
 def scaling_counts(shape: shapes.Shape, scale: float) -> tuple[int, int]:
     """(counted, warm-up) requests for a scaling cell: fewer as the body grows (about 1-3 s a cell)."""
     kib = len(shape.body) / 1024
-    count = max(BLOCKS * 3, round(min(400, 4000 / kib) * scale))
+    count = max(BLOCKS * 3, round(min(400, 20000 / kib) * scale))
     return count, max(2, min(20, count // 10))
 
 
