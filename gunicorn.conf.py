@@ -75,6 +75,18 @@ worker_connections = _int("GUNICORN_WORKER_CONNECTIONS", threads + 2)
 # then fork: workers start warm and share the loaded pages copy-on-write.
 preload_app = True
 
+
+def pre_fork(server, worker):
+    """Before each worker is forked, move what the master loaded (the app, its knowledge, the FHIR
+    models: some 100,000 objects) out of the garbage collector's reach. A full collection in a
+    worker then looks only at what the worker made, instead of pausing a call for tens of
+    milliseconds, and the loaded pages stay shared between the workers."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 # -- time limits -----------------------------------------------------------------------------
 timeout = _int("GUNICORN_TIMEOUT", 30)
 graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 20)

@@ -156,10 +156,11 @@ def verify(shape: shapes.Shape, service: int, floor: int, stub: int) -> str:
 
 # -- measuring ------------------------------------------------------------------------------------
 
-def measure(shape: shapes.Shape, ports: dict[str, int], count: int, concurrency: int) -> dict[str, load.Result]:
+def measure(shape: shapes.Shape, ports: dict[str, int], count: int, concurrency: int,
+            warmup: int = WARMUP) -> dict[str, load.Result]:
     results = {name: load.Result() for name in ports}
     for name, port in ports.items():
-        warm = load.run(port, SERVICE_PATH, shape.body, WARMUP, concurrency)
+        warm = load.run(port, SERVICE_PATH, shape.body, warmup, concurrency)
         if warm.errors:
             raise BenchError(f"[{shape.name}] {name} failed during warm-up: {warm.errors[0]}")
     per_block = [count // BLOCKS + (1 if i < count % BLOCKS else 0) for i in range(BLOCKS)]
@@ -241,6 +242,28 @@ def table(shape: shapes.Shape, count: int, cells: dict[int, dict[str, load.Resul
     return lines
 
 
+def scaling_counts(shape: shapes.Shape, scale: float) -> tuple[int, int]:
+    """(counted, warm-up) requests for a scaling cell: fewer as the body grows (about 1-3 s a cell)."""
+    kib = len(shape.body) / 1024
+    count = max(BLOCKS * 3, round(min(400, 20000 / kib) * scale))
+    return count, max(2, min(20, count // 10))
+
+
+def scaling_table(cells: list[tuple[shapes.Shape, int, dict[str, load.Result]]]) -> list[str]:
+    lines = ["scaling: the typical call with more Conditions, then with more draft orders (1 client, full prefetch)",
+             "  Conditions | drafts |     body | requests | service median      p99 | floor median "
+             "| service - floor | s/f",
+             "  -----------+--------+----------+----------+-------------------------+--------------"
+             "+-----------------+-------"]
+    for shape, count, r in cells:
+        conditions, drafts = (int(x) for x in shape.name.split("-")[1:])
+        s, f = r["service"], r["floor"]
+        lines.append(f"  {conditions:>10} | {drafts:>6} | {len(shape.body) / 1024:>5.0f} KiB | {count:>8} "
+                     f"| {s.median_ms:>10.2f} ms {s.p99_ms:>7.2f} ms | {f.median_ms:>9.2f} ms "
+                     f"| {s.median_ms - f.median_ms:>12.2f} ms | {s.median_ms / f.median_ms:>5.2f}x")
+    return lines
+
+
 def targets(all_cells: dict[str, dict[int, dict[str, load.Result]]]) -> list[tuple[bool, str]]:
     checks = []
     typical = all_cells.get("typical", {})
@@ -267,14 +290,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="multiply the request counts (default 1: %s)" %
                              ", ".join(f"{k} {v}" for k, v in COUNTS.items()))
     parser.add_argument("--concurrency", default="1,8", help="client counts, comma-separated (default 1,8)")
-    parser.add_argument("--shapes", default=",".join(COUNTS), help="shapes to run (default all)")
+    parser.add_argument("--shapes", default=",".join(COUNTS),
+                        help="shapes to run (default all; none: only --scaling)")
+    parser.add_argument("--scaling", action="store_true",
+                        help="also measure the cost against the number of Conditions and of draft orders")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory with the server logs")
     parser.add_argument("--check", action="store_true", help="exit with status 1 if a target is missed")
     args = parser.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
-    args.shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
+    args.shapes = [s.strip() for s in args.shapes.split(",") if s.strip() and s.strip() != "none"]
     unknown = set(args.shapes) - set(COUNTS)
-    if unknown or not args.shapes or not args.concurrency or min(args.concurrency) < 1 or args.scale <= 0:
+    if unknown or not (args.shapes or args.scaling) or not args.concurrency or min(args.concurrency) < 1 or args.scale <= 0:
         parser.error("bad --shapes, --concurrency or --scale")
     return args
 
@@ -332,12 +358,22 @@ def main(argv: list[str] | None = None) -> int:
                 cell = measure(shape, targets_ports, counts[shape.name], concurrency)
                 all_cells.setdefault(shape.name, {})[concurrency] = cell
                 progress(f"bench: [{shape.name}] {concurrency} clients: {time.monotonic() - t0:.1f} s")
+        scaled = []
+        if args.scaling:
+            for shape in shapes.scaling(today):
+                verify(shape, ports["service"], ports["floor"], ports["stub"])
+                count, warmup = scaling_counts(shape, args.scale)
+                t0 = time.monotonic()
+                scaled.append((shape, count, measure(shape, targets_ports, count, 1, warmup)))
+                progress(f"bench: [{shape.name}] {time.monotonic() - t0:.1f} s")
         served = stub_served(ports["stub"])
 
         out = [f"CDS service benchmark, {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}", ""]
         out += machine_facts(settings, load_before) + [""]
         for shape in selected:
             out += table(shape, counts[shape.name], all_cells[shape.name]) + [""]
+        if scaled:
+            out += scaling_table(scaled) + [""]
         out.append(f"(stub FHIR server: {served} reads served; latency = request sent to answer read, "
                    "median and p99 by nearest rank; throughput = requests / wall time of the blocks)")
         out += ["", "Targets"]

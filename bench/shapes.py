@@ -203,7 +203,8 @@ def draft_orders(count: int, today: date) -> list[dict]:
         medication("peg-1", "1729106", "Pegaspargase 750 UNT/ML Injectable Solution", "2500 IU/m2 IM, day 4", today),
         medication("smx-1", "198335", "Sulfamethoxazole 400 MG / Trimethoprim 80 MG Oral Tablet", "weekend prophylaxis", today),
     ]
-    return [ct_chest(today)] + others[:count - 1]
+    extra = [dict(o, id=f"{o['id']}-{n // len(others) + 1}") for n, o in enumerate(others * 1000)][len(others):]
+    return [ct_chest(today)] + (others + extra)[:count - 1]   # past 20: the work-up again, other ids
 
 
 def hook_request(orders: list[dict], today: date, record: list[dict] | None,
@@ -242,6 +243,15 @@ def build(today: date, stub_base: str) -> list[Shape]:
         Shape("no-prefetch", "no prefetch: typical, Patient and Conditions read from the stub FHIR server",
               encode(hook_request(draft_orders(3, today), today, None, fhir_server=stub_base))),
     ]
+
+
+SCALING = [(10, 3), (100, 3), (1000, 3), (5000, 3), (10, 20), (10, 100), (10, 500)]  # (Conditions, draft orders)
+
+
+def scaling(today: date) -> list[Shape]:
+    """The typical call with more Conditions, then with more draft orders (the CT chest selected)."""
+    return [Shape(f"scale-{c}-{d}", f"{c} Conditions, {d} draft orders",
+                  encode(hook_request(draft_orders(d, today), today, conditions(c, today)))) for c, d in SCALING]
 
 
 def encode(body: dict) -> bytes:

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 from flask import Flask
 from flask_cors import CORS
 
-from . import api, auth, config, knowledge, observability, storage
+from . import api, auth, config, jsonio, knowledge, observability, storage
 from .cli import report_command
 from .fhir_data import FhirClient
 from .fhir_servers import FhirServerPolicy
@@ -44,8 +44,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     app = Flask(__name__, instance_relative_config=True)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False
-    store = storage.Store(settings.database_url or storage.default_url(app.instance_path))
+    app.json = jsonio.OrjsonProvider(app)  # keys in the order they were built
+    store = storage.Store(settings.database_url or storage.default_url(app.instance_path), settings.db_schema)
     authenticator = auth.from_settings(settings.trusted_issuers, settings.allowed_algorithms, settings.jwt_leeway,
                                        development=not settings.production, claim_jti=store.claim_jti)
     client = FhirClient(settings.fhir_connect_timeout, settings.fhir_read_timeout,

@@ -1,7 +1,6 @@
 """Flask routes only: translate HTTP to calls and back. Every answer is JSON."""
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter
@@ -10,7 +9,7 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from . import hooks, observability
+from . import hooks, jsonio, observability
 from .auth import AuthError
 from .fhir_data import DataUnavailable
 from .fhir_servers import Refused
@@ -39,7 +38,7 @@ def read_json() -> object:
     if mimetype not in JSON_TYPES and not mimetype.endswith("+json"):
         raise HookError(415, f"Content-Type must be application/json, not '{mimetype or 'none'}'")
     try:
-        return json.loads(request.get_data(cache=False))
+        return jsonio.loads(request.get_data(cache=False))
     except (ValueError, UnicodeDecodeError) as exc:
         raise HookError(400, f"the request body is not valid JSON: {exc}") from None
     except RecursionError:

@@ -93,7 +93,7 @@ def concept_texts(concept: Any) -> list[str]:
     if not isinstance(concept, dict):
         return []
     texts = [concept.get("text")] + [c.get("display") for c in concept_codings(concept)]
-    return [t for t in texts if isinstance(t, str) and t.strip()]
+    return list(dict.fromkeys(t for t in texts if isinstance(t, str) and t.strip()))  # each text once
 
 
 def is_empty(concept: Any) -> bool:

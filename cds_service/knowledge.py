@@ -150,6 +150,7 @@ class Knowledge:
     _diagnosis_prefixes: Mapping[tuple[str, str], tuple[tuple[str, DiagnosisMatch], ...]]  # by first 3 chars
     _text_kinds: Mapping[str, re.Pattern]  # kind -> words that are evidence of it in text
     _neutral: re.Pattern                   # phrases removed from text before matching
+    _any_text: re.Pattern                  # any of the kinds' words: most texts name none, one search says so
 
     # -- code look-ups (the hot path: plain dict reads) --------------------------------
     def system_key(self, uri: Any) -> str | None:
@@ -187,6 +188,8 @@ class Knowledge:
         if not isinstance(text, str) or not text:
             return []
         text = self._neutral.sub(" ", text)
+        if not self._any_text.search(text):
+            return []
         return [(kind, found.group(0)) for kind, pattern in self._text_kinds.items() if (found := pattern.search(text))]
 
     def _diagnosis(self, key: str, code: str) -> DiagnosisMatch | None:
@@ -529,4 +532,5 @@ def load(directory: Path | str | None = None) -> Knowledge:
         _diagnosis_prefixes=MappingProxyType({k: tuple(v) for k, v in diagnosis_prefixes.items()}),
         _text_kinds=MappingProxyType(text_kinds),
         _neutral=neutral,
+        _any_text=re.compile("|".join(f"(?:{p.pattern})" for p in text_kinds.values()) or r"(?!x)x"),
     )

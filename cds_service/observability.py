@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import os
 import re
@@ -12,6 +11,8 @@ import time
 
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram,
                                generate_latest, multiprocess)
+
+from . import jsonio
 
 REQUESTS = Counter("cds_hook_requests_total", "Hook calls by service and HTTP status", ["service", "status"])
 LATENCY = Histogram("cds_hook_latency_seconds", "Hook call latency by service and HTTP status",
@@ -72,7 +73,7 @@ class JsonFormatter(logging.Formatter):
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        return jsonio.dumps(entry).decode()
 
 
 def configure_logging(level: str) -> None:

@@ -1,0 +1,109 @@
+"""The Kubernetes manifests in deploy/kubernetes: valid against the Kubernetes API schemas (offline,
+strict: no unknown fields), and consistent with the service and its image: probes on /ready and
+/health, the image's user and port, the Secret's keys, real settings, selectors that match."""
+from __future__ import annotations
+
+import re
+from dataclasses import fields
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from cds_service.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFESTS = ROOT / "deploy" / "kubernetes"
+FILES = sorted(p for p in MANIFESTS.glob("*.yaml") if p.name != "kustomization.yaml")
+VERSIONS = ["1.29.0", "1.33.0", kubernetes_validate.latest_version()]
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+
+
+def resources() -> dict[str, dict]:
+    found = {}
+    for path in FILES:
+        for doc in yaml.safe_load_all(path.read_text()):
+            found[doc["kind"]] = doc
+    return found
+
+
+K = resources()
+POD = K["Deployment"]["spec"]["template"]
+CONTAINER = POD["spec"]["containers"][0]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_manifest_is_valid_for_kubernetes(path, version):
+    for doc in yaml.safe_load_all(path.read_text()):
+        kubernetes_validate.validate(doc, version, strict=True)  # raises ValidationError
+
+
+def test_the_validator_rejects_a_broken_manifest():
+    broken = yaml.safe_load((MANIFESTS / "deployment.yaml").read_text())
+    broken["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["port"] = [8000]
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, VERSIONS[-1], strict=True)
+    broken = yaml.safe_load((MANIFESTS / "service.yaml").read_text())
+    broken["spec"]["selectr"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, VERSIONS[-1], strict=True)
+
+
+def test_every_kind_the_platform_needs_is_there():
+    assert set(K) == {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "Secret", "Job"}
+    listed = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())["resources"]
+    assert sorted(listed) == sorted(p.name for p in FILES if p.name != "migrate-job.yaml")
+
+
+def test_probes_port_and_user_are_the_service_and_image_ones():
+    port = int(re.search(r'"--bind", "0\.0\.0\.0:(\d+)"', DOCKERFILE).group(1))
+    user = int(re.search(r"^USER (\d+)$", DOCKERFILE, re.M).group(1))
+    assert CONTAINER["ports"] == [{"name": "http", "containerPort": port}]
+    assert CONTAINER["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+    assert CONTAINER["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert "command" not in CONTAINER and "args" not in CONTAINER  # the image's gunicorn entrypoint
+    pod = POD["spec"]["securityContext"]
+    assert pod["runAsNonRoot"] is True and pod["runAsUser"] == user
+    assert CONTAINER["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                            "capabilities": {"drop": ["ALL"]}}
+    assert {"requests", "limits"} <= set(CONTAINER["resources"])
+    assert all({"cpu", "memory"} <= set(v) for v in CONTAINER["resources"].values())
+    tmp = [m for m in CONTAINER["volumeMounts"] if m["mountPath"] == "/tmp"]
+    assert tmp and "PROMETHEUS_MULTIPROC_DIR=/tmp/" in DOCKERFILE  # the metrics files are writable
+
+
+def test_settings_and_secrets_are_real():
+    known = {f"CDS_{f.name.upper()}" for f in fields(Settings)}
+    secret = set(K["Secret"]["stringData"])
+    for container in (CONTAINER, K["Job"]["spec"]["template"]["spec"]["containers"][0]):
+        for var in container["env"]:
+            assert var["name"] in known or var["name"].startswith(("GUNICORN_", "WEB_CONCURRENCY")), var
+            ref = var.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                assert ref["name"] == K["Secret"]["metadata"]["name"] and ref["key"] in secret
+    env = {v["name"]: v.get("value") for v in CONTAINER["env"]}
+    assert {"CDS_DATABASE_URL", "CDS_TRUSTED_ISSUERS"} <= set(env)
+    assert env["CDS_DB_SCHEMA"] == "check"  # the pods never migrate; the Job does
+
+
+def test_the_migration_runs_once_per_release_with_the_same_image():
+    job = K["Job"]["spec"]["template"]["spec"]
+    [migrate] = job["containers"]
+    assert migrate["command"] == ["cds-service", "migrate"] and migrate["image"] == CONTAINER["image"]
+    assert job["restartPolicy"] in ("OnFailure", "Never") and job["securityContext"]["runAsNonRoot"] is True
+
+
+def test_selectors_match_the_pods_and_stops_are_graceful():
+    labels = POD["metadata"]["labels"]
+    assert K["Deployment"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert K["Service"]["spec"]["selector"].items() <= labels.items()
+    assert K["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    target = K["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", K["Deployment"]["metadata"]["name"])
+    assert K["PodDisruptionBudget"]["spec"]["minAvailable"] < K["HorizontalPodAutoscaler"]["spec"]["minReplicas"]
+    assert K["Deployment"]["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    env = {v["name"]: v.get("value") for v in CONTAINER["env"]}
+    drain = int(CONTAINER["lifecycle"]["preStop"]["exec"]["command"][1])
+    assert POD["spec"]["terminationGracePeriodSeconds"] > drain + int(env["GUNICORN_GRACEFUL_TIMEOUT"])
