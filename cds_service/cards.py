@@ -140,13 +140,10 @@ class Renderer:
                    relied_on: str, consult_id: str, base: str) -> dict:
         procedure, vr = finding.procedure, finding.rating
         alternative = finding.alternative
-        dose = f"Radiation: {procedure.rrl.plain}"
-        if alternative and alternative.rrl:
-            dose += f"; {alternative.label.lower()}: {alternative.rrl.plain}"
-        parts = [f"**ACR: {vr.rating.label}.** {dose}.", f"**Why:** {procedure.why}"]
+        parts = [f"**ACR: {vr.rating.label}.** Radiation: {procedure.rrl.plain}.", f"**Why:** {procedure.why}"]
         extra: dict[str, Any] = {}
         if alternative:
-            rated = f"{alternative.label}, rated {finding.alternative_rating.rating.label},"
+            rated = f"{alternative.label} ({alternative.rrl.plain}), rated {finding.alternative_rating.rating.label},"
             if alternative.id in drafted:
                 parts.append(f"**Instead:** {rated} is already among the draft orders or suggested on another card.")
             else:
@@ -260,5 +257,4 @@ class Renderer:
         return "**Relied on:** " + "; ".join(items) + "."
 
     def footer(self) -> str:
-        texts = self.k.texts
-        return f"*{texts['source_note']} {texts['disclaimer']}*"
+        return f"*{self.k.texts['card_note']}*"

@@ -147,7 +147,7 @@ def test_ct_chest_warning_suggests_a_chest_radiograph_in_the_same_system(client,
     assert card["summary"].startswith("CT chest: Usually not appropriate")
     assert "☢☢☢☢ 3-10 mSv" in card["detail"] and "☢ <0.03 mSv" in card["detail"]
     assert f"**ACR: {UNA}.**" in card["detail"]
-    assert f"Chest radiograph, rated {MBA_D}, is offered below" in card["detail"]
+    assert f"Chest radiograph (☢ <0.03 mSv), rated {MBA_D}, is offered below" in card["detail"]
     assert card["selectionBehavior"] == "at-most-one"
 
     resource = suggested(card)
@@ -226,7 +226,8 @@ def test_boy_ct_abdomen_pelvis_warning_suggests_scrotal_ultrasound(client, syste
     card = one_card(result)
     assert card["indicator"] == "warning"
     assert card["summary"].startswith(f"CT abdomen/pelvis: {UNA}")
-    assert "Radiation: ☢☢☢☢ 3-10 mSv; scrotal ultrasound: no ionizing radiation." in card["detail"]
+    assert "Radiation: ☢☢☢☢ 3-10 mSv." in card["detail"]
+    assert "Scrotal ultrasound (no ionizing radiation), rated" in card["detail"]
     resource = suggested(card)
     assert resource["id"] == "ct-ap" and resource["subject"] == ct["subject"]
     assert (resource["code"]["coding"][0]["system"], resource["code"]["coding"][0]["code"]) == (system, new_code)
