@@ -8,7 +8,7 @@ import threading
 import pytest
 from werkzeug.serving import make_server
 
-from browser import browser, browser_page, screenshot  # noqa: F401  (fixtures)
+from browser import screenshot  # the browser fixtures come from conftest.py
 from cds_service import create_app
 
 CHEST = "all-child-initial-staging-asymptomatic-chest"

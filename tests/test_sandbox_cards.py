@@ -16,7 +16,7 @@ import pytest
 from flask import Flask, jsonify
 from werkzeug.serving import make_server
 
-from browser import browser, screenshot  # noqa: F401  (fixtures)
+from browser import screenshot  # the browser fixtures come from conftest.py
 from builders import all_condition, born, patient
 from cds_service import create_app
 
