@@ -10,6 +10,7 @@ from .toml_file import TomlFile
 
 INDICATORS = ("info", "warning", "critical")
 PAMA_CODES = ("appropriate", "not-appropriate", "no-criteria-apply")
+TEXTS = ("scope_caveat", "disclaimer", "source_note", "card_note")  # [texts] the cards and pages need
 
 
 @dataclass(frozen=True)
@@ -60,5 +61,5 @@ def read(f: TomlFile) -> Scenario:
     if len({v.id for v in variants}) != len(variants):
         raise f.fail("variants", "duplicate variant id")
     texts_table = f.get(s, "texts", "", dict)
-    texts = {k: f.get(texts_table, k, "texts") for k in texts_table}
+    texts = {k: f.get(texts_table, k, "texts") for k in (*TEXTS, *texts_table)}
     return Scenario(topic, acr_category_system, sources, ratings, rrl, tuple(variants), texts)
