@@ -179,7 +179,10 @@ class Exporter:
                 "implementation": {"description": "The ACR staging knowledge of this CDS service, read-only",
                                    "url": f"{self.base}/fhir"},
                 "rest": [{"mode": "server", "resource": [
-                    {"type": kind, "interaction": [{"code": "read"}, {"code": "search-type"}]} for kind in kinds]}]}
+                    {"type": kind, "interaction": [{"code": "read"}, {"code": "search-type"}],
+                     "searchParam": [{"name": name, "type": "token" if name in ("_id", "status") else
+                                      "uri" if name == "url" else "string"} for name in SEARCH_PARAMETERS]}
+                    for kind in kinds]}]}
 
     def bundle(self, kind: str = "collection") -> dict:
         entries = [{"fullUrl": self.url(r["resourceType"], r["id"]), "resource": r} for r in self.all()]
@@ -222,14 +225,21 @@ def metadata():
     return fhir_response(exporter().capability())
 
 
+SEARCH_PARAMETERS = {"_id": "id", "url": "url", "name": "name", "status": "status"}
+
+
 @bp.get("/<kind>")
 def search(kind: str):
-    matches = [r for r in exporter().all() if r["resourceType"] == kind]
+    found = exporter()
+    matches = [r for r in found.all() if r["resourceType"] == kind]
     if not matches:
         return not_found(f"no resource type '{kind}' on this server (see /fhir/metadata)")
-    found = exporter()
+    for parameter, value in request.args.items():
+        if parameter in SEARCH_PARAMETERS:  # others are ignored, as FHIR search allows
+            matches = [r for r in matches if r.get(SEARCH_PARAMETERS[parameter]) == value]
     entries = [{"fullUrl": found.url(kind, r["id"]), "resource": r, "search": {"mode": "match"}} for r in matches]
-    return fhir_response({"resourceType": "Bundle", "type": "searchset", "total": len(entries), "entry": entries})
+    body = {"resourceType": "Bundle", "type": "searchset", "total": len(entries)}
+    return fhir_response({**body, "entry": entries} if entries else body)  # FHIR JSON has no empty arrays
 
 
 @bp.get("/<kind>/<rid>")

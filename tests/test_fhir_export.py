@@ -102,6 +102,14 @@ def test_the_fhir_endpoint_serves_a_capability_statement_and_each_resource(clien
         assert read.status_code == 200 and read.get_json() == r
 
 
+def test_a_value_set_is_found_by_its_canonical_url(client):
+    url = f"{BASE}/fhir/ValueSet/procedure-ct-chest"
+    found = client.get("/fhir/ValueSet", query_string={"url": url}).get_json()
+    assert [e["resource"]["id"] for e in found["entry"]] == ["procedure-ct-chest"] and found["total"] == 1
+    assert client.get("/fhir/ValueSet", query_string={"url": url + "-x"}).get_json() == {
+        "resourceType": "Bundle", "type": "searchset", "total": 0}
+
+
 @pytest.mark.parametrize("path", ["/fhir/PlanDefinition/no-such-rule", "/fhir/Patient", "/fhir/Patient/pat1"])
 def test_what_is_not_there_is_a_404_operation_outcome(client, path):
     response = client.get(path)

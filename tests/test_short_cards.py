@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from builders import CPT, PAMA_SYSTEM, PAMA_URL, SELECT, all_condition, born, condition, hook_request, patient, \
+from builders import CPT, PAMA_SYSTEM, PAMA_URL, SELECT, all_condition, condition, hook_request, patient, \
     service_request
 from cds_service import create_app
 

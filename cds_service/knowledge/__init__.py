@@ -10,11 +10,16 @@ from pathlib import Path
 from types import MappingProxyType
 
 from . import policies as _policies, procedures as _procedures, scenario as _scenario, valuesets as _valuesets
-from .model import (CODE_STATUSES, DIAGNOSIS_KINDS, PREFIX_KEY, PREFIX_SYSTEMS, RESULT_KINDS, SEXES,  # noqa: F401
+from .model import (CODE_STATUSES, DIAGNOSIS_KINDS, PREFIX_KEY, PREFIX_SYSTEMS, RESULT_KINDS, SEXES,
                     SUMMARY_LIMIT, Code, CodeList, DiagnosisMatch, Knowledge, KnowledgeError, OutOfScopeReason,
                     Policies, Procedure, RadiationLevel, Rating, Source, Statement, Topic, Variant, VariantRating,
                     default_directory, normalise, phrases)
 from .toml_file import TomlFile
+
+__all__ = ["load", "Knowledge", "KnowledgeError", "TomlFile", "default_directory", "normalise", "phrases",
+           "Code", "CodeList", "DiagnosisMatch", "OutOfScopeReason", "Policies", "Procedure", "RadiationLevel",
+           "Rating", "Source", "Statement", "Topic", "Variant", "VariantRating", "CODE_STATUSES", "DIAGNOSIS_KINDS",
+           "PREFIX_KEY", "PREFIX_SYSTEMS", "RESULT_KINDS", "SEXES", "SUMMARY_LIMIT"]
 
 
 def load(directory: Path | str | None = None) -> Knowledge:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
 SUMMARY_LIMIT = 140  # CDS Hooks: summary SHALL be under 140 characters
