@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from datetime import date
+from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -49,11 +50,11 @@ class Exporter:
                 "name": "".join(part.capitalize() for part in rid.replace(".", "-").split("-")),
                 "title": title, "status": "active", "experimental": False, "publisher": PUBLISHER, **extra}
 
-    def version(self) -> str:
-        from importlib.metadata import PackageNotFoundError, version
+    @staticmethod
+    def version() -> str:
         try:
-            return version("cds-service")
-        except PackageNotFoundError:
+            return package_metadata.version("cds-service")
+        except package_metadata.PackageNotFoundError:
             return "0"
 
     def coding(self, code: Code) -> dict:

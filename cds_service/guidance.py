@@ -51,7 +51,8 @@ def bold(text: str) -> Markup:
 
 @bp.context_processor
 def shared() -> dict:
-    return {"k": knowledge(), "urls": page_urls, "result_labels": RESULT_LABELS}
+    return {"k": knowledge(), "urls": page_urls, "result_labels": RESULT_LABELS,
+            "root": request.script_root}  # the pages' own links work below a path prefix too
 
 
 @bp.get(page_urls.INDEX)

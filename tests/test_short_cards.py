@@ -121,3 +121,9 @@ def test_the_out_of_scope_card_links_to_when_the_guidance_applies(client):
 def test_statement_cards_stay_marked_not_an_acr_rating(client):
     assert "**Not an ACR rating.**" in the_card(client, MR_BRAIN)["detail"]
     assert "**Not an ACR rating**" in the_card(client, CT_AP, "female")["detail"]
+
+
+def test_the_pages_link_to_each_other_below_a_path_prefix(client):
+    page = client.get("/guidance/", base_url="http://localhost/acr").get_data(as_text=True)
+    assert 'href="/acr/guidance/procedures/ct-chest"' in page
+    assert 'href="/guidance/procedures/ct-chest"' not in page
