@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import re
 import threading
 from pathlib import Path
 from urllib.parse import quote
@@ -92,6 +93,8 @@ def servers(tmp_path_factory):
 
 def sandbox_page(browser, servers, gender: str):
     context = browser.new_context(viewport=LAPTOP)
+    # The Sandbox also tries its public default services: nothing leaves this machine.
+    context.route(re.compile(r"^(?!(http|ws)://127\.0\.0\.1[:/]).*"), lambda route: route.abort())
     page = context.new_page()
     url = (f"{servers['sandbox']}/?serviceDiscoveryURL={quote(servers['service'] + '/cds-services', safe='')}"
            f"&fhirServiceUrl={quote(servers['fhir'][gender], safe='')}&patientId=pat1&screen=pama&hook=order-select")
