@@ -123,15 +123,10 @@ class Exporter:
             vr = next((vr for vr in p.ratings if vr.variant.id == v.id), None)
             if vr is None:
                 continue
-            codes = self.url("ValueSet", f"procedure-{p.id}")
             action = {
                 "id": p.id, "title": p.summary, "description": p.why, "textEquivalent": p.rationale,
                 "priority": PRIORITY[vr.rating.indicator], "extension": [self.rating(vr.rating)],
-                "trigger": [{"type": "named-event", "name": hook} for hook in sorted(
-                    {s.hook for s in hooks.SERVICES.values()})],
-                "condition": [self.condition(f"A selected order for {p.label} (an order code in ValueSet "
-                                             f"procedure-{p.id})", f"%context.code.memberOf('{codes}')",
-                                             "text/fhirpath"), *scope],
+                "trigger": self.triggers(), "condition": [self.order_condition(p), *scope],
                 "definitionCanonical": self.url("ActivityDefinition", p.id),
                 "documentation": [self.page(p.label, page_urls.procedure(p.id)),
                                   {"type": "citation", "display": k.sources[vr.source],
@@ -148,6 +143,7 @@ class Exporter:
                     "extension": [self.rating(alt_rating.rating)],
                     "definitionCanonical": self.url("ActivityDefinition", alternative.id)}]
             actions.append(action)
+        actions += self.statement_actions(v, scope)
         return self.common(
             "PlanDefinition", v.id, v.label, description=f"{k.topic.label}, as reported by source {v.source}.",
             type={"coding": [{"system": PLAN_TYPE, "code": "eca-rule", "display": "ECA Rule"}]},
@@ -155,6 +151,35 @@ class Exporter:
             relatedArtifact=[self.page(v.label, page_urls.variant(v.id)),
                              {"type": "documentation", "display": k.topic.label, "url": k.topic.url}],
             action=actions)
+
+    def order_condition(self, p: Procedure) -> dict:
+        codes = self.url("ValueSet", f"procedure-{p.id}")
+        return self.condition(f"A selected order for {p.label} (an order code in ValueSet procedure-{p.id})",
+                              f"%context.code.memberOf('{codes}')", "text/fhirpath")
+
+    def statement_actions(self, v: Variant, scope: list[dict]) -> list[dict]:
+        """What the sources say of a study without rating it, for the patients of this variant who get it
+        (an info card marked Not an ACR rating; PAMA no-criteria-apply)."""
+        actions = []
+        for p in self.k.procedures.values():
+            if any(vr.variant.id == v.id for vr in p.ratings):
+                continue
+            for s in p.statements:
+                if v.sex != "any" and s.sex not in ("any", v.sex):
+                    continue
+                sex = [self.condition(f"Sex: {s.sex}", f"%patient.gender = '{s.sex}'", "text/fhirpath")] \
+                    if s.sex != "any" and s.sex != v.sex else []
+                actions.append({
+                    "id": f"{p.id}-statement-{s.sex}", "title": s.summary, "description": s.detail.replace("**", ""),
+                    "priority": PRIORITY["info"], "code": [{"text": "Not an ACR rating"}],
+                    "trigger": self.triggers(), "condition": [self.order_condition(p), *sex, *scope],
+                    "definitionCanonical": self.url("ActivityDefinition", p.id),
+                    "documentation": [self.page(p.label, page_urls.procedure(p.id))]})
+        return actions
+
+    @staticmethod
+    def triggers() -> list[dict]:
+        return [{"type": "named-event", "name": hook} for hook in sorted({s.hook for s in hooks.SERVICES.values()})]
 
     @staticmethod
     def condition(description: str, expression: str | None = None, language: str = "text/plain") -> dict:

@@ -154,10 +154,24 @@ def live(client, code: dict, sex: str) -> tuple[dict, dict | None]:
     return codings, (body["cards"][0] if body["cards"] else None)
 
 
-def plan_sexes(plan: dict) -> list[str]:
-    genders = [c["expression"]["expression"].split("'")[1] for a in plan["action"][:1] for c in a["condition"]
+def sexes(action: dict) -> list[str]:
+    """The sexes an action applies to, from its %patient.gender conditions."""
+    genders = [c["expression"]["expression"].split("'")[1] for c in action["condition"]
                if c["expression"].get("expression", "").startswith("%patient.gender")]
     return genders or ["female", "male"]
+
+
+def plan_sexes(plan: dict) -> list[str]:
+    return sexes(plan["action"][0])
+
+
+def rated(plan: dict) -> list[dict]:
+    return [a for a in plan["action"] if "extension" in a]
+
+
+def order_codes(value_sets: dict, procedure_id: str) -> list[dict]:
+    return [{"system": i["system"], "code": c["code"]}
+            for i in value_sets[f"procedure-{procedure_id}"]["compose"]["include"] for c in i["concept"]]
 
 
 def test_every_plan_definition_action_is_what_the_service_does(client, bundle):
@@ -165,12 +179,10 @@ def test_every_plan_definition_action_is_what_the_service_does(client, bundle):
     activities = by_type(bundle, "ActivityDefinition")
     checked = 0
     for plan in by_type(bundle, "PlanDefinition").values():
-        for action in plan["action"]:
+        for action in rated(plan):
             pama, category = rating_of(action)
-            codes = [{"system": i["system"], "code": c["code"]} for i in value_sets[f"procedure-{action['id']}"]
-                     ["compose"]["include"] for c in i["concept"]]
             for sex in plan_sexes(plan):
-                for code in codes:
+                for code in order_codes(value_sets, action["id"]):
                     codings, card = live(client, code, sex)
                     assert codings == {PAMA_SYSTEM: pama, ACR_CATEGORY: category}, (plan["id"], action["id"], code)
                     assert card["indicator"] == PRIORITY_TO_INDICATOR[action["priority"]]
@@ -186,17 +198,35 @@ def test_every_plan_definition_action_is_what_the_service_does(client, bundle):
     assert checked > 50
 
 
+def test_every_statement_action_is_the_info_card_the_service_gives(client, bundle):
+    """Actions without a rating: what the sources say of a study they do not rate, Not an ACR rating."""
+    value_sets = by_type(bundle, "ValueSet")
+    checked = 0
+    for plan in by_type(bundle, "PlanDefinition").values():
+        for action in [a for a in plan["action"] if "extension" not in a]:
+            assert action["code"] == [{"text": "Not an ACR rating"}]
+            procedure = action["definitionCanonical"].rsplit("/", 1)[1]
+            for sex in set(sexes(action)) & set(plan_sexes(plan)):
+                for code in order_codes(value_sets, procedure):
+                    codings, card = live(client, code, sex)
+                    assert codings == {PAMA_SYSTEM: "no-criteria-apply"}, (plan["id"], action["id"], sex, code)
+                    assert (card["indicator"], card["summary"]) == ("info", action["title"])
+                    assert "Not an ACR rating" in card["detail"] and "Not an ACR rating" in action["description"]
+                    checked += 1
+    assert checked > 20
+
+
 @pytest.mark.parametrize("sex", ["female", "male"])
 def test_every_study_the_service_rates_is_in_an_applicable_plan_definition(k, client, bundle, sex):
     plans = [p for p in by_type(bundle, "PlanDefinition").values() if sex in plan_sexes(p)]
-    exported = {a["id"]: rating_of(a) for p in plans for a in p["action"]}
-    rated = set()
+    exported = {a["id"]: rating_of(a) for p in plans for a in rated(p)}
+    found = set()
     for procedure in k.procedures.values():
         for code in procedure.codes:
             codings, _card = live(client, {"system": k.system_uris[code.system], "code": code.code}, sex)
             if codings[PAMA_SYSTEM] == "no-criteria-apply":
                 assert procedure.id not in exported, (sex, procedure.id, code.code)
                 continue
-            rated.add(procedure.id)
+            found.add(procedure.id)
             assert (codings[PAMA_SYSTEM], codings[ACR_CATEGORY]) == exported[procedure.id], (sex, procedure.id)
-    assert rated == set(exported)
+    assert found == set(exported)
