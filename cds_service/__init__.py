@@ -9,7 +9,7 @@ from typing import Any, Mapping
 from flask import Flask
 from flask_cors import CORS
 
-from . import api, auth, config, jsonio, knowledge, observability, storage
+from . import api, auth, config, fhir_export, guidance, jsonio, knowledge, observability, storage
 from .cli import report_command
 from .fhir_data import FhirClient
 from .fhir_servers import FhirServerPolicy
@@ -61,6 +61,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     CORS(app, origins=origins, allow_headers=["Authorization", "Content-Type"],
          methods=["GET", "POST", "OPTIONS"], max_age=600, send_wildcard=origins == ["*"])
     api.register(app)
+    guidance.register(app)
+    fhir_export.register(app)
+    handler.base_url = guidance.base_url(settings)  # the cards link to the guidance pages
     app.cli.add_command(report_command)
     if not settings.production:
         log.warning("development mode: hook calls without a token are accepted and the CDS Hooks Sandbox's "

@@ -10,6 +10,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from . import fhir_export
 from .storage import Database, Store, default_url, format_report, migrate
 
 INSTANCE_DIR = "instance"
@@ -33,7 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     for command in (report, upgrade):
         command.add_argument("--database-url", metavar="URL",
                              help="SQLAlchemy URL (default: $CDS_DATABASE_URL, else sqlite file ./instance/cds.db)")
+    fhir_export.add_export_command(commands)
     args = parser.parse_args(argv)
+    if hasattr(args, "run"):
+        return args.run(args)
     if args.command == "report":
         store = Store(database_url(args.database_url))
         try:

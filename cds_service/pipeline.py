@@ -42,6 +42,7 @@ class HookHandler:
         self.renderer = Renderer(knowledge)
         self.on_fetch = on_fetch
         self.today = date.today  # replaceable clock (tests pin it)
+        self.base_url = lambda: ""  # the external base URL for the cards' links (set by create_app)
 
     def handle(self, request: HookRequest) -> Outcome:
         knowledge = self.knowledge
@@ -82,5 +83,5 @@ class HookHandler:
         decision = decide(facts, orders, reasons, knowledge, today)
         drafted = {found[0].id for found in (match(r, knowledge) for r in request.drafts) if found}
         rendered = self.renderer.render(decision, facts, raw_orders, systems, drafted,
-                                        f"urn:uuid:{uuid.uuid4()}")
+                                        f"urn:uuid:{uuid.uuid4()}", self.base_url())
         return Outcome(rendered, "fhir" if data.fetched else "prefetch")

@@ -2,7 +2,7 @@
 
 Playwright's own browser download cannot work here, so it launches /usr/bin/chromium (installed
 by .ci/browser.sh). Use: `def test_x(browser_page): browser_page.goto(url)`, with the fixtures
-below imported into a test module (`from browser import browser, browser_page`)."""
+below (conftest.py makes them available to every test module; `screenshot` is imported from here)."""
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@ import pytest
 from cds_service import create_app
 from cds_service.knowledge import load
 from builders import TODAY
+from browser import browser, browser_page  # noqa: F401  (one Playwright session for every browser test)
 
 
 @pytest.fixture

@@ -1,0 +1,253 @@
+"""The knowledge base as typed, immutable objects, and the code look-ups of the hot path."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+SUMMARY_LIMIT = 140  # CDS Hooks: summary SHALL be under 140 characters
+SEXES = ("any", "male", "female")
+RESULT_KINDS = ("normal", "negative", "positive", "indeterminate")
+DIAGNOSIS_KINDS = ("all", "all-remission", "all-relapse", "excluded", "symptom", "therapy")
+PREFIX_SYSTEMS = ("icd10", "atc")  # hierarchical codes: a code ending in "*" matches its children
+PREFIX_KEY = 3  # ICD-10 prefix codes are indexed by their category (first three characters)
+CODE_STATUSES = ("VERIFIED", "VERIFIED-moderate", "judgement", "ours")
+
+
+class KnowledgeError(ValueError):
+    """The knowledge base is invalid; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Code:
+    system: str  # key of [systems] in valuesets.toml: snomed, icd10, cpt, loinc
+    code: str
+    display: str
+    status: str
+
+
+@dataclass(frozen=True)
+class Rating:
+    id: str           # also the code of the ACR category in Knowledge.acr_category_system
+    label: str        # the ACR category, as the ACR names it
+    indicator: str
+    pama: str
+    recommend: bool   # whether a study so rated may be marked isRecommended when suggested
+
+
+@dataclass(frozen=True)
+class RadiationLevel:
+    level: int
+    symbol: str
+    peds_range: str
+    words: str | None = None  # what a card says instead of the symbol (the ACR "O" beside 0 mSv reads as zero)
+
+    def __str__(self) -> str:
+        return f"{self.symbol} {self.peds_range}"
+
+    @property
+    def plain(self) -> str:
+        return self.words or str(self)
+
+
+@dataclass(frozen=True)
+class Variant:
+    id: str
+    label: str
+    sex: str
+    source: str
+    inclusion: tuple[str, ...]
+    exclusion: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class VariantRating:
+    variant: Variant
+    rating: Rating
+    source: str
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A fact the sources state without an ACR rating."""
+    sex: str
+    summary: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Procedure:
+    id: str
+    label: str
+    rrl: RadiationLevel | None
+    summary: str | None
+    rationale: str | None
+    alternative: str | None
+    order_code: Mapping[str, Code]
+    results: Mapping[str, str]
+    pitfalls: tuple[str, ...]
+    ratings: tuple[VariantRating, ...]
+    statements: tuple[Statement, ...]
+    why: str | None = None        # the card's one sentence of why (the rationale is on the page)
+    must_see: str | None = None   # the one piece of workflow the card itself must carry
+    note: str | None = None       # why a judgement was made (the page shows it, cards do not)
+    codes: tuple[Code, ...] = ()  # every code that maps to it (valuesets.toml)
+
+
+@dataclass(frozen=True)
+class OutOfScopeReason:
+    id: str
+    summary: str
+    detail: str
+    explain: bool  # whether an info card may say so
+
+
+@dataclass(frozen=True)
+class Policies:
+    max_age_years: int
+    new_within_days: int
+    absent_verification_counts_as_confirmed: bool
+    absent_clinical_status_counts_as_active: bool
+    order_reason_can_establish_all: bool
+    staging_text: re.Pattern           # a reason text that names the leukemia or its staging
+    not_given_statuses: frozenset[str]  # MedicationRequest statuses that are no evidence of therapy
+    withhold_when_unread: frozenset[str]  # resource types whose unread part withholds the rating
+    withheld_summary: str
+    withheld_detail: str
+    explain_out_of_scope: bool
+    out_of_scope_summary: str
+    out_of_scope: Mapping[str, OutOfScopeReason]  # in priority order
+    override_system: str
+    override_reasons: tuple[Code, ...]
+    pama_qcdsm: str
+
+
+@dataclass(frozen=True)
+class DiagnosisMatch:
+    kind: str
+    code: Code
+
+
+@dataclass(frozen=True)
+class CodeList:
+    """A code list of valuesets.toml: a diagnosis group (kind set) or a procedure's codes."""
+    id: str
+    description: str
+    kind: str | None
+    codes: tuple[Code, ...]
+
+
+@dataclass(frozen=True)
+class Source:
+    id: str
+    title: str
+    publisher: str
+
+
+@dataclass(frozen=True)
+class Topic:
+    title: str
+    label: str
+    url: str
+    topic_system: str
+    scope_label: str
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    topic: Topic
+    sources: Mapping[str, str]       # id -> title
+    ratings: Mapping[str, Rating]
+    variants: tuple[Variant, ...]
+    procedures: Mapping[str, Procedure]
+    texts: Mapping[str, str]
+    policies: Policies
+    system_uris: Mapping[str, str]   # key -> canonical URI
+    system_names: Mapping[str, str]  # key -> human name
+    acr_category_system: str         # our code system for the ACR categories (Rating.id)
+    source_details: Mapping[str, Source]
+    rrl: Mapping[int, RadiationLevel]
+    diagnosis_lists: Mapping[str, CodeList]
+    _system_keys: Mapping[str, str]  # any accepted URI -> key
+    _procedure_codes: Mapping[tuple[str, str], Procedure]
+    _diagnosis_codes: Mapping[tuple[str, str], DiagnosisMatch]
+    _diagnosis_prefixes: Mapping[tuple[str, str], tuple[tuple[str, DiagnosisMatch], ...]]  # by first 3 chars
+    _text_kinds: Mapping[str, re.Pattern]  # kind -> words that are evidence of it in text
+    _neutral: re.Pattern                   # phrases removed from text before matching
+    _any_text: re.Pattern                  # any of the kinds' words: most texts name none, one search says so
+
+    # -- code look-ups (the hot path: plain dict reads) --------------------------------
+    def system_key(self, uri: Any) -> str | None:
+        return self._system_keys.get(uri) if isinstance(uri, str) else None
+
+    def procedure_for(self, system: Any, code: Any) -> Procedure | None:
+        """The procedure group a coding (system URI, code) belongs to, if any."""
+        key = self.system_key(system)
+        if key is None or not isinstance(code, str):
+            return None
+        return self._procedure_codes.get((key, normalise(key, code)))
+
+    def diagnosis_for(self, system: Any, code: Any) -> DiagnosisMatch | None:
+        """What a coding (system URI, code) means for the scenario (ALL, excluded, symptom, therapy), if anything."""
+        key = self.system_key(system)
+        if key is None or not isinstance(code, str):
+            return None
+        return self._diagnosis(key, normalise(key, code))
+
+    def diagnosis_in_any_system(self, code: Any, systems: Iterable[str]) -> DiagnosisMatch | None:
+        """The meaning of a code whose system is missing or unknown, trying each of `systems` (the
+        vocabularies the element is coded in; e.g. ICD-10-CM L01.00 and ATC L01 share a form)."""
+        if isinstance(code, (int, float)) and not isinstance(code, bool):
+            code = str(code)
+        if not isinstance(code, str) or not code.strip():
+            return None
+        for key in systems:
+            match = self._diagnosis(key, normalise(key, code))
+            if match:
+                return match
+        return None
+
+    def text_evidence(self, text: Any) -> list[tuple[str, str]]:
+        """(kind, words) for each kind of evidence the text names; text only ever takes a child out."""
+        if not isinstance(text, str) or not text:
+            return []
+        text = self._neutral.sub(" ", text)
+        if not self._any_text.search(text):
+            return []
+        return [(kind, found.group(0)) for kind, pattern in self._text_kinds.items() if (found := pattern.search(text))]
+
+    def _diagnosis(self, key: str, code: str) -> DiagnosisMatch | None:
+        match = self._diagnosis_codes.get((key, code))
+        if match:
+            return match
+        for prefix, candidate in self._diagnosis_prefixes.get((key, code[:PREFIX_KEY]), ()):
+            if code.startswith(prefix):
+                return candidate
+        return None
+
+    def with_overrides(self, new_within_days: int | None = None, pama_qcdsm: str | None = None) -> "Knowledge":
+        policies = self.policies
+        if new_within_days is not None:
+            policies = replace(policies, new_within_days=new_within_days)
+        if pama_qcdsm:
+            policies = replace(policies, pama_qcdsm=pama_qcdsm)
+        return replace(self, policies=policies)
+
+
+def normalise(system_key: str, code: str) -> str:
+    code = code.strip()
+    return code.replace(".", "").upper() if system_key == "icd10" else code
+
+
+def phrases(words: tuple[str, ...], acronyms: tuple[str, ...] = ()) -> re.Pattern:
+    """One pattern for whole words and phrases (any case, any spacing) and acronyms (exact case)."""
+    alternatives = [r"(?i:" + "|".join(r"\s+".join(map(re.escape, w.split())) for w in words) + ")"] if words else []
+    alternatives += [re.escape(a) for a in acronyms]
+    if not alternatives:
+        return re.compile(r"(?!x)x")  # matches nothing
+    return re.compile(r"(?<![\w-])(?:" + "|".join(alternatives) + r")(?![\w-])")
+
+
+def default_directory() -> Path:
+    return Path(__file__).resolve().parent.parent.parent / "knowledge"
