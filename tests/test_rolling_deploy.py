@@ -121,7 +121,7 @@ def test_rolling_deploy_and_crashes_under_load(cluster, capsys):
               f"recorded for calls that failed at the client: {sum(r.hook_instance in recorded for r in failed)}")
         print(f"  exit status after SIGTERM: {exits}\n")
 
-    assert len(results) >= 1000
+    assert len(results) >= 500
     assert exits == {first.name: 0, second.name: 0}
     assert failures[steps[0]] == 0 and failures["steady again"] == 0
     assert {r.instance for r in answered if r.step == "steady again"} == {i.name for i in cluster.instances}
