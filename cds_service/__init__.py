@@ -9,7 +9,7 @@ from typing import Any, Mapping
 from flask import Flask
 from flask_cors import CORS
 
-from . import api, auth, config, knowledge, observability, storage
+from . import api, auth, config, explain, knowledge, observability, sitecodes, storage
 from .cli import report_command
 from .fhir_data import FhirClient
 from .pipeline import HookHandler
@@ -43,9 +43,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     store = storage.Store(settings.database_url or storage.default_url(app.instance_path))
     authenticator = auth.from_settings(settings.trusted_issuers, settings.allowed_algorithms, settings.jwt_leeway,
                                        development=not settings.production, claim_jti=store.claim_jti)
-    client = FhirClient(settings.fhir_connect_timeout, settings.fhir_read_timeout,
-                        settings.fhir_max_pages, settings.fhir_page_size)
-    handler = HookHandler(kb, client, settings.hook_deadline, on_fetch=observability.count_fetch)
+    handler = build_handler(settings, kb, on_unmatched=sitecodes.UnmatchedCounter(store))
     app.extensions["cds"] = Runtime(settings, kb, handler, store, storage.AuditWriter(store), authenticator)
 
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()] \
@@ -53,12 +51,23 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     CORS(app, origins=origins, allow_headers=["Authorization", "Content-Type"],
          methods=["GET", "POST", "OPTIONS"], max_age=600, send_wildcard=origins == ["*"])
     api.register(app)
+    explain.register(app)
     app.cli.add_command(report_command)
     if not settings.production:
         log.warning("development mode: hook calls without a token are accepted and the CDS Hooks Sandbox's "
                     "issuer is trusted; set CDS_ENV=production for a real EHR")
     warm_up()
     return app
+
+
+def build_handler(settings: config.Settings, kb: knowledge.Knowledge | None = None, **options: Any) -> HookHandler:
+    """The hook handler for these settings: knowledge, site code map, FHIR client."""
+    kb = kb or knowledge.load(settings.knowledge_dir or None).with_overrides(
+        new_within_days=settings.new_diagnosis_days or None, pama_qcdsm=settings.pama_qcdsm or None)
+    client = FhirClient(settings.fhir_connect_timeout, settings.fhir_read_timeout,
+                        settings.fhir_max_pages, settings.fhir_page_size)
+    return HookHandler(kb, client, settings.hook_deadline, on_fetch=observability.count_fetch,
+                       site_codes=sitecodes.load(settings.site_codes, kb), **options)
 
 
 def warm_up() -> None:

@@ -9,6 +9,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from . import sitecodes
 from .storage import Store, default_url, format_report
 
 INSTANCE_DIR = "instance"
@@ -27,11 +28,30 @@ def main(argv: list[str] | None = None) -> int:
         description="Per rule and indicator: cards shown, accepted, overridden, and override reasons.")
     report.add_argument("--database-url", metavar="URL",
                         help="SQLAlchemy URL (default: $CDS_DATABASE_URL, else sqlite file ./instance/cds.db)")
+    explain = commands.add_parser(
+        "explain", help="why a hook request gets the cards it gets (or none), step by step",
+        description="Run a hook request (a JSON file) through the decision and print each step.")
+    explain.add_argument("request", metavar="REQUEST.json", help="a CDS Hooks order-select or order-sign request")
+    explain.add_argument("--json", action="store_true", help="the explanation as JSON, for tools")
+    try_ = commands.add_parser(
+        "try", help="fire each demo patient with each imaging order at a running service, print a table",
+        description="Fire each demo patient with each imaging order at a running service and print the cards "
+                    "and ratings. Uses prefetch, so the service needs no FHIR server.")
+    try_.add_argument("--url", default="http://127.0.0.1:5000/cds-services",
+                      help="the service's discovery URL (default: %(default)s)")
     args = parser.parse_args(argv)
+    if args.command == "explain":
+        from .explain import run
+        return run(args.request, args.json)
+    if args.command == "try":
+        from .demo import try_all
+        return try_all(args.url)
     if args.command == "report":
         store = Store(database_url(args.database_url))
         try:
             print(format_report(store.report()))
+            print()
+            print(sitecodes.format_report(sitecodes.report(store)))
         finally:
             store.close()
     return 0
@@ -41,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
 @with_appcontext
 def report_command() -> None:
     """Cards shown, accepted and overridden per rule, with the override reasons."""
-    click.echo(format_report(current_app.extensions["cds"].store.report()))
+    store = current_app.extensions["cds"].store
+    click.echo(format_report(store.report()))
+    click.echo()
+    click.echo(sitecodes.format_report(sitecodes.report(store)))
 
 
 if __name__ == "__main__":
