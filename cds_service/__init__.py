@@ -9,7 +9,7 @@ from typing import Any, Mapping
 from flask import Flask
 from flask_cors import CORS
 
-from . import api, auth, config, demo, explain, knowledge, observability, sitecodes, storage
+from . import api, auth, config, demo, explain, knowledge, observability, openapi, sitecodes, storage
 from .cli import report_command
 from .fhir_data import FhirClient
 from .pipeline import HookHandler
@@ -53,6 +53,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     api.register(app)
     explain.register(app)
     demo.register(app)
+    openapi.register(app)
     app.cli.add_command(report_command)
     if not settings.production:
         log.warning("development mode: hook calls without a token are accepted and the CDS Hooks Sandbox's "
