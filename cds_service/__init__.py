@@ -40,7 +40,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
-    store = storage.Store(settings.database_url or storage.default_url(app.instance_path))
+    store = storage.Store(settings.database_url or storage.default_url(app.instance_path), settings.db_schema)
     authenticator = auth.from_settings(settings.trusted_issuers, settings.allowed_algorithms, settings.jwt_leeway,
                                        development=not settings.production, claim_jti=store.claim_jti)
     handler = build_handler(settings, kb, on_unmatched=sitecodes.UnmatchedCounter(store))

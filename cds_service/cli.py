@@ -1,4 +1,5 @@
-"""Command line: `cds-service report` (console script) and `flask --app cds_service report`."""
+"""Command line: `cds-service report`, `cds-service migrate` (console script) and
+`flask --app cds_service report`."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +11,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from . import sitecodes
-from .storage import Store, default_url, format_report
+from .storage import Database, Store, default_url, format_report, migrate
 
 INSTANCE_DIR = "instance"
 
@@ -26,8 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     report = commands.add_parser(
         "report", help="cards shown, accepted and overridden per rule, with the override reasons",
         description="Per rule and indicator: cards shown, accepted, overridden, and override reasons.")
-    report.add_argument("--database-url", metavar="URL",
-                        help="SQLAlchemy URL (default: $CDS_DATABASE_URL, else sqlite file ./instance/cds.db)")
+    upgrade = commands.add_parser(
+        "migrate", help="bring the database schema to this version's revision (once per deploy)",
+        description="Run the schema migrations not yet applied; safe to run again, and from several "
+                    "instances at once.")
+    for command in (report, upgrade):
+        command.add_argument("--database-url", metavar="URL",
+                             help="SQLAlchemy URL (default: $CDS_DATABASE_URL, else sqlite file ./instance/cds.db)")
     explain = commands.add_parser(
         "explain", help="why a hook request gets the cards it gets (or none), step by step",
         description="Run a hook request (a JSON file) through the decision and print each step.")
@@ -52,8 +58,15 @@ def main(argv: list[str] | None = None) -> int:
             print(format_report(store.report()))
             print()
             print(sitecodes.format_report(sitecodes.report(store)))
+
         finally:
             store.close()
+    elif args.command == "migrate":
+        db = Database(database_url(args.database_url))
+        try:
+            print(f"database schema at revision {migrate.upgrade(db)} (newest: {migrate.head()})")
+        finally:
+            db.close()
     return 0
 
 
@@ -65,6 +78,7 @@ def report_command() -> None:
     click.echo(format_report(store.report()))
     click.echo()
     click.echo(sitecodes.format_report(sitecodes.report(store)))
+
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ class Settings:
     fhir_max_pages: int = 5                  # CDS_FHIR_MAX_PAGES: Condition search pages followed
     fhir_page_size: int = 200                # CDS_FHIR_PAGE_SIZE: _count on Condition searches
     database_url: str = ""                   # CDS_DATABASE_URL: default SQLite in the instance folder
+    db_schema: str = "migrate"               # CDS_DB_SCHEMA: migrate at start | check (`cds-service migrate` ran)
     trusted_issuers: str = ""                # CDS_TRUSTED_ISSUERS: JSON {issuer: JWKS URL or file}
     allowed_algorithms: str = "ES384,RS384"  # CDS_ALLOWED_ALGORITHMS
     public_base_url: str = ""                # CDS_PUBLIC_BASE_URL: for the JWT audience behind a proxy
@@ -54,6 +55,8 @@ def from_env(environ: Mapping[str, str] | None = None, overrides: Mapping[str, A
     settings = replace(Settings(), **values, **(overrides or {}))
     if settings.env not in ("development", "production"):
         raise ConfigError(f"CDS_ENV={settings.env!r}: expected development or production")
+    if settings.db_schema not in ("migrate", "check"):
+        raise ConfigError(f"CDS_DB_SCHEMA={settings.db_schema!r}: expected migrate or check")
     for name in ("fhir_connect_timeout", "fhir_read_timeout", "hook_deadline", "max_body_bytes",
                  "fhir_max_pages", "fhir_page_size"):
         if getattr(settings, name) <= 0:

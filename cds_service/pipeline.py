@@ -42,7 +42,7 @@ class Evaluation:
     facts: PatientFacts | None = None
     indications: Mapping[str, Indication] = field(default_factory=dict)
     decision: Decision | None = None
-    outcome: Outcome = Outcome(Rendered({"cards": []}, ()), "none")
+    outcome: Outcome = field(default_factory=lambda: Outcome(Rendered({"cards": []}, ()), "none"))
 
 
 def match(resource: dict, knowledge: Knowledge, site: SiteCodes = SiteCodes()):

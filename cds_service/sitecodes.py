@@ -18,9 +18,9 @@ from typing import Iterable
 
 import sqlalchemy as sa
 from prometheus_client import Counter
-from sqlalchemy.dialects import postgresql, sqlite
 
 from . import fhir_data, storage
+from .storage.schema import ID_MAX, UTCDateTime
 from .config import ConfigError
 from .knowledge import Knowledge, Procedure
 
@@ -29,7 +29,6 @@ HEADER = ("system", "code", "procedure", "display")
 SYSTEM = re.compile(r"(https?://[^\s/]+(/\S*)?|urn:oid:[0-2](\.(0|[1-9]\d*))+|urn:[a-z0-9][a-z0-9-]*:\S+)")
 # CPT's Radiology section is 70010-79999: an unmatched CPT code there is an imaging order we do not rate.
 CPT_RADIOLOGY = (70010, 79999)
-ID_MAX = 200
 
 UNMATCHED = Counter("cds_unmatched_imaging_orders_total",
                     "Imaging-looking orders that matched no procedure, by coding system and code", ["system", "code"])
@@ -39,7 +38,7 @@ unmatched_orders = sa.Table(
     sa.Column("system", sa.String(ID_MAX), primary_key=True),
     sa.Column("code", sa.String(ID_MAX), primary_key=True),
     sa.Column("count", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-    sa.Column("last_seen", storage.UTCDateTime(), nullable=False),
+    sa.Column("last_seen", UTCDateTime(), nullable=False),
 )
 
 
@@ -182,8 +181,7 @@ class UnmatchedCounter:
     def __init__(self, store: storage.Store):
         self.store = store
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cds-unmatched")
-        insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[store.dialect]
-        self._upsert = insert(unmatched_orders)
+        self._upsert = store.insert(unmatched_orders)
         self._upsert = self._upsert.on_conflict_do_update(
             index_elements=["system", "code"],
             set_={"count": unmatched_orders.c["count"] + self._upsert.excluded["count"],
@@ -196,7 +194,7 @@ class UnmatchedCounter:
 
     def _write(self, system: str, code: str) -> None:
         try:
-            self.store._write(lambda conn: conn.execute(
+            self.store.write(lambda conn: conn.execute(
                 self._upsert, {"system": system, "code": code, "count": 1, "last_seen": storage.utcnow()}))
         except Exception:  # counting must never break the ordering workflow
             log.exception("could not count an unmatched order")
@@ -207,7 +205,7 @@ class UnmatchedCounter:
 
 
 def report(store: storage.Store, limit: int = 50) -> list[dict]:
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         rows = conn.execute(sa.select(unmatched_orders).order_by(
             unmatched_orders.c["count"].desc(), unmatched_orders.c.system, unmatched_orders.c.code).limit(limit))
         return [{"system": r.system, "code": r.code, "count": r.count, "last_seen": r.last_seen} for r in rows]

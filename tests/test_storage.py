@@ -1,7 +1,7 @@
 """Storage: the hook-call audit, feedback, jti replay protection and the report, on SQLite and PostgreSQL.
 
 PostgreSQL runs when CDS_TEST_POSTGRES_URL is set (e.g. postgresql+psycopg://cds:cds@127.0.0.1:5433/cds);
-its cds_* tables are dropped before and after each test."""
+its cds_* tables and Alembic's version table are dropped before and after each test."""
 from __future__ import annotations
 
 import os
@@ -31,6 +31,8 @@ def drop_tables(url: str) -> None:
     engine = sa.create_engine(url)
     try:
         storage.metadata.drop_all(engine)
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
     finally:
         engine.dispose()
 
@@ -146,7 +148,7 @@ def test_record_call_rows(store):
 
 def test_audit_writer_keeps_the_order_calls_were_answered_in(store, monkeypatch):
     """A flush while the background batch is gathering must not write later calls first."""
-    monkeypatch.setattr(storage, "BATCH_SECONDS", 0.3)
+    monkeypatch.setattr(storage.audit, "BATCH_SECONDS", 0.3)
     writer = storage.AuditWriter(store)
     first = {"service_id": SVC, "status": 200, "latency_ms": 1.0, "data_source": "prefetch", "cards": ()}
     writer.submit(hook_instance="first", **first)
@@ -376,8 +378,8 @@ def test_claim_jti_expired_rows_are_deleted(store):
 
 def test_claim_jti_purges_opportunistically(store, monkeypatch):
     store.claim_jti("iss", "old", time.time() - 10)
-    monkeypatch.setattr(store, "_purged_at", 0.0)
-    monkeypatch.setattr(storage, "PURGE_EVERY_SECONDS", 0.0)
+    monkeypatch.setattr(store.jti, "_purged_at", 0.0)
+    monkeypatch.setattr(storage.jti, "PURGE_EVERY_SECONDS", 0.0)
     store.claim_jti("iss", "new", time.time() + 300)
     assert {r["jti"] for r in rows(store, storage.jti_claims)} == {"new"}
 
