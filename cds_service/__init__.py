@@ -9,7 +9,8 @@ from typing import Any, Mapping
 from flask import Flask
 from flask_cors import CORS
 
-from . import api, auth, config, demo, explain, knowledge, observability, openapi, sitecodes, storage
+from . import (api, auth, config, demo, explain, knowledge, observability, openapi, sitecodes, storage,
+               suppression)
 from .cli import report_command
 from .fhir_data import FhirClient
 from .pipeline import HookHandler
@@ -43,7 +44,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     store = storage.Store(settings.database_url or storage.default_url(app.instance_path), settings.db_schema)
     authenticator = auth.from_settings(settings.trusted_issuers, settings.allowed_algorithms, settings.jwt_leeway,
                                        development=not settings.production, claim_jti=store.claim_jti)
-    handler = build_handler(settings, kb, on_unmatched=sitecodes.UnmatchedCounter(store))
+    handler = build_handler(settings, kb, on_unmatched=sitecodes.UnmatchedCounter(store),
+                            suppressor=suppression.from_settings(store, settings))
     app.extensions["cds"] = Runtime(settings, kb, handler, store, storage.AuditWriter(store), authenticator)
 
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()] \
@@ -54,6 +56,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     explain.register(app)
     demo.register(app)
     openapi.register(app)
+    suppression.register(app)
     app.cli.add_command(report_command)
     if not settings.production:
         log.warning("development mode: hook calls without a token are accepted and the CDS Hooks Sandbox's "

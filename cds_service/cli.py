@@ -10,7 +10,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from . import sitecodes
+from . import sitecodes, suppression
 from .storage import Database, Store, default_url, format_report, migrate
 
 INSTANCE_DIR = "instance"
@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             print(format_report(store.report()))
             print()
             print(sitecodes.format_report(sitecodes.report(store)))
-
+            print()
+            print(suppression.format_report(suppression.report(store)))
         finally:
             store.close()
     elif args.command == "migrate":
@@ -78,7 +79,8 @@ def report_command() -> None:
     click.echo(format_report(store.report()))
     click.echo()
     click.echo(sitecodes.format_report(sitecodes.report(store)))
-
+    click.echo()
+    click.echo(suppression.format_report(suppression.report(store)))
 
 
 if __name__ == "__main__":

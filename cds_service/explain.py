@@ -43,6 +43,11 @@ def conclusion(evaluation: Evaluation) -> str:
     """The cause, in one sentence, read off the decision."""
     decision: Decision | None = evaluation.decision
     cards = evaluation.outcome.rendered.body.get("cards", [])
+    if evaluation.suppressed:
+        s = evaluation.suppressed[0]
+        return (f"Warning not shown again: it was overridden at {s.overridden_at.isoformat(timespec='seconds')} for "
+                f"this patient and order ({s.rule}), and is shown again after {s.until.isoformat(timespec='seconds')}; "
+                "the PAMA rating is still sent.")
     if decision is None:
         return "No card and no rating: no selected order is an imaging study the knowledge or the site code map knows."
     scope = decision.scope
@@ -107,6 +112,8 @@ def explanation(evaluation: Evaluation, handler: HookHandler, service: hooks.Ser
                                "statement": f.statement.summary if f.statement else None,
                                "alternative": f.alternative.id if f.alternative else None}
                               for f in decision.findings]
+    result["suppressed"] = [{"order": x.order_id, "rule": x.rule, "overridden_at": x.overridden_at.isoformat(),
+                             "shown_again_after": x.until.isoformat()} for x in evaluation.suppressed]
     result["cards"] = [{"indicator": c["indicator"], "summary": c["summary"], "rule": c["source"]["topic"]["code"],
                         "suggestions": [s["label"] for s in c.get("suggestions", ())]}
                        for c in body.get("cards", [])]
@@ -184,6 +191,8 @@ def as_text(x: dict) -> str:
         lines += [f"   card [{c['indicator']}] {c['summary']}" + "".join(f"\n     suggestion: {s}" for s in c["suggestions"])
                   for c in x["cards"]] or ["   no cards"]
         lines += [f"   PAMA rating {oid}: {r}" for oid, r in x["ratings"].items()]
+        lines += [f"   not shown again: the warning {s['rule']} for {s['order']} (overridden at {s['overridden_at']}; "
+                  f"shown again after {s['shown_again_after']})" for s in x.get("suppressed", [])]
     lines += ["", f"Why: {x['conclusion']}"]
     return "\n".join(lines)
 

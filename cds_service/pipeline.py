@@ -43,6 +43,7 @@ class Evaluation:
     indications: Mapping[str, Indication] = field(default_factory=dict)
     decision: Decision | None = None
     outcome: Outcome = field(default_factory=lambda: Outcome(Rendered({"cards": []}, ()), "none"))
+    suppressed: tuple = ()    # warnings left out: overridden for this patient and order within the window
 
 
 def match(resource: dict, knowledge: Knowledge, site: SiteCodes = SiteCodes()):
@@ -62,7 +63,7 @@ def matched_code(resource: dict, knowledge: Knowledge, site: SiteCodes, system: 
 class HookHandler:
     def __init__(self, knowledge: Knowledge, client: fhir_data.FhirClient, deadline_seconds: float = 0.4,
                  on_fetch=lambda kind, ok: None, site_codes: SiteCodes = SiteCodes(),
-                 on_unmatched=lambda system, code: None):
+                 on_unmatched=lambda system, code: None, suppressor=None):
         self.knowledge = knowledge
         self.client = client
         self.deadline_seconds = deadline_seconds
@@ -70,6 +71,7 @@ class HookHandler:
         self.on_fetch = on_fetch
         self.site_codes = site_codes
         self.on_unmatched = on_unmatched
+        self.suppressor = suppressor  # suppression.Suppressor, or None: every warning is shown
         self.today = date.today  # replaceable clock (tests pin it)
 
     def handle(self, request: HookRequest) -> Outcome:
@@ -131,5 +133,8 @@ class HookHandler:
         rendered = self.renderer.render(decision, facts, raw_orders, systems, drafted,
                                         f"urn:uuid:{uuid.uuid4()}")
         sitecodes.localise(rendered.body, raw_orders, knowledge, site)
+        suppressed = ()
+        if self.suppressor:
+            rendered, suppressed = self.suppressor.apply(rendered, request.patient_id, record)
         outcome = Outcome(rendered, "fhir" if data.fetched else "prefetch")
-        return Evaluation(tuple(recognised), facts, indications, decision, outcome)
+        return Evaluation(tuple(recognised), facts, indications, decision, outcome, suppressed)
