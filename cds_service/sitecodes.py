@@ -9,9 +9,7 @@ vocabulary the knowledge already maps refuses the start, naming the line.
 from __future__ import annotations
 
 import csv
-import logging
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -20,11 +18,11 @@ import sqlalchemy as sa
 from prometheus_client import Counter
 
 from . import fhir_data, storage
+from .background import BatchWriter
 from .storage.schema import ID_MAX, UTCDateTime
 from .config import ConfigError
 from .knowledge import Knowledge, Procedure
 
-log = logging.getLogger("cds_service")
 HEADER = ("system", "code", "procedure", "display")
 SYSTEM = re.compile(r"(https?://[^\s/]+(/\S*)?|urn:oid:[0-2](\.(0|[1-9]\d*))+|urn:[a-z0-9][a-z0-9-]*:\S+)")
 # CPT's Radiology section is 70010-79999: an unmatched CPT code there is an imaging order we do not rate.
@@ -180,7 +178,7 @@ class UnmatchedCounter:
 
     def __init__(self, store: storage.Store):
         self.store = store
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cds-unmatched")
+        self.writer = BatchWriter(store, "unmatched order counts")
         self._upsert = store.insert(unmatched_orders)
         self._upsert = self._upsert.on_conflict_do_update(
             index_elements=["system", "code"],
@@ -190,18 +188,11 @@ class UnmatchedCounter:
     def __call__(self, system: str, code: str) -> None:
         system, code = system[:ID_MAX], code[:ID_MAX]
         UNMATCHED.labels(system, code).inc()
-        self.pool.submit(self._write, system, code)
-
-    def _write(self, system: str, code: str) -> None:
-        try:
-            self.store.write(lambda conn: conn.execute(
-                self._upsert, {"system": system, "code": code, "count": 1, "last_seen": storage.utcnow()}))
-        except Exception:  # counting must never break the ordering workflow
-            log.exception("could not count an unmatched order")
+        self.writer.submit(self._upsert, [{"system": system, "code": code, "count": 1,
+                                           "last_seen": storage.utcnow()}])
 
     def flush(self) -> None:
-        """Wait until every count submitted so far is written (one writer thread: in order)."""
-        self.pool.submit(lambda: None).result()
+        self.writer.flush()
 
 
 def report(store: storage.Store, limit: int = 50) -> list[dict]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Callable, Iterable
@@ -23,6 +22,7 @@ from prometheus_client import Counter
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import storage
+from .background import BatchWriter
 from .cards import Rendered
 from .storage.schema import ID_MAX, UTCDateTime
 
@@ -69,7 +69,7 @@ class Suppressor:
         self.key = key.encode()
         self.window = timedelta(minutes=minutes)
         self.now = now
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cds-suppression")
+        self.writer = BatchWriter(store, "repeat-alert suppression")
         insert = store.insert
         self._shown = insert(shown_warnings).on_conflict_do_nothing(index_elements=["card_uuid"])
         overridden = insert(overridden_warnings)
@@ -106,10 +106,10 @@ class Suppressor:
         if record:
             shown = [{"card_uuid": u[:ID_MAX], "warning_key": k, "shown_at": now} for u, k in keys.items() if u not in dropped]
             if shown:
-                self.pool.submit(self._write, self._shown, shown)
+                self.writer.submit(self._shown, shown)
             for card in dropped.values():
                 SUPPRESSED.labels(card.rule).inc()
-                self.pool.submit(self._write, self._count, [{"rule": card.rule[:ID_MAX], "count": 1, "last_at": now}])
+                self.writer.submit(self._count, [{"rule": card.rule[:ID_MAX], "count": 1, "last_at": now}])
         suppressed = tuple(Suppressed(c.order_id, c.rule, recent[keys[c.uuid]], recent[keys[c.uuid]] + self.window)
                            for c in dropped.values())
         if not dropped:
@@ -117,15 +117,8 @@ class Suppressor:
         body = {**rendered.body, "cards": [c for c in rendered.body["cards"] if c.get("uuid") not in dropped]}
         return replace(rendered, body=body, issued=tuple(c for c in rendered.issued if c.uuid not in dropped)), suppressed
 
-    def _write(self, statement, rows: list[dict]) -> None:
-        try:
-            self.store.write(lambda conn: conn.execute(statement, rows))
-        except Exception:  # suppression must never break the ordering workflow: the warning is shown again
-            log.exception("could not record a warning for repeat-alert suppression")
-
     def flush(self) -> None:
-        """Wait until everything submitted so far is written (one writer thread: in order)."""
-        self.pool.submit(lambda: None).result()
+        self.writer.flush()
 
     # -- feedback -------------------------------------------------------------------------------
     def on_feedback(self, entries: Iterable) -> int:
