@@ -245,7 +245,7 @@ def build(today: date, stub_base: str) -> list[Shape]:
     ]
 
 
-SCALING = [(10, 3), (100, 3), (1000, 3), (5000, 3), (10, 20), (10, 100), (10, 500)]  # (Conditions, draft orders)
+SCALING = [(10, 3), (100, 3), (1000, 3), (5000, 3), (10, 20), (10, 50), (10, 100)]  # (Conditions, draft orders; 100 is CDS_MAX_ORDERS)
 
 
 def scaling(today: date) -> list[Shape]:

@@ -9,7 +9,8 @@ from typing import Any, Mapping
 from flask import Flask
 from flask_cors import CORS
 
-from . import api, auth, config, fhir_export, guidance, jsonio, knowledge, observability, storage
+from . import (api, auth, config, demo, explain, fhir_export, guidance, jsonio, knowledge, observability, openapi,
+               sitecodes, storage, suppression)
 from .cli import report_command
 from .fhir_data import FhirClient
 from .fhir_servers import FhirServerPolicy
@@ -48,9 +49,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     store = storage.Store(settings.database_url or storage.default_url(app.instance_path), settings.db_schema)
     authenticator = auth.from_settings(settings.trusted_issuers, settings.allowed_algorithms, settings.jwt_leeway,
                                        development=not settings.production, claim_jti=store.claim_jti)
-    client = FhirClient(settings.fhir_connect_timeout, settings.fhir_read_timeout,
-                        settings.fhir_max_pages, settings.fhir_page_size)
-    handler = HookHandler(kb, client, settings.hook_deadline, on_fetch=observability.count_fetch)
+    handler = build_handler(settings, kb, on_unmatched=sitecodes.UnmatchedCounter(store),
+                            suppressor=suppression.from_settings(store, settings))
     fhir_servers = FhirServerPolicy(auth.parse_trusted_issuers(settings.trusted_issuers)[1], settings.production)
     limits = Limits(settings.max_orders, settings.max_resources, settings.max_codings)
     app.extensions["cds"] = Runtime(settings, kb, handler, store, storage.AuditWriter(store), authenticator,
@@ -64,6 +64,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     guidance.register(app)
     fhir_export.register(app)
     handler.base_url = guidance.base_url(settings)  # the cards link to the guidance pages
+    explain.register(app)
+    demo.register(app)
+    openapi.register(app)
+    suppression.register(app)
     app.cli.add_command(report_command)
     if not settings.production:
         log.warning("development mode: hook calls without a token are accepted and the CDS Hooks Sandbox's "
@@ -72,6 +76,16 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         log.warning("CDS_ID_HASH_SECRET is not set: the hashes of ids in the logs correlate within one process only")
     warm_up()
     return app
+
+
+def build_handler(settings: config.Settings, kb: knowledge.Knowledge | None = None, **options: Any) -> HookHandler:
+    """The hook handler for these settings: knowledge, site code map, FHIR client."""
+    kb = kb or knowledge.load(settings.knowledge_dir or None).with_overrides(
+        new_within_days=settings.new_diagnosis_days or None, pama_qcdsm=settings.pama_qcdsm or None)
+    client = FhirClient(settings.fhir_connect_timeout, settings.fhir_read_timeout,
+                        settings.fhir_max_pages, settings.fhir_page_size)
+    return HookHandler(kb, client, settings.hook_deadline, on_fetch=observability.count_fetch,
+                       site_codes=sitecodes.load(settings.site_codes, kb), **options)
 
 
 def warm_up() -> None:

@@ -10,7 +10,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from . import fhir_export
+from . import fhir_export, sitecodes, suppression
 from .storage import Database, Store, default_url, format_report, migrate
 
 INSTANCE_DIR = "instance"
@@ -35,13 +35,34 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--database-url", metavar="URL",
                              help="SQLAlchemy URL (default: $CDS_DATABASE_URL, else sqlite file ./instance/cds.db)")
     fhir_export.add_export_command(commands)
+    explain = commands.add_parser(
+        "explain", help="why a hook request gets the cards it gets (or none), step by step",
+        description="Run a hook request (a JSON file) through the decision and print each step.")
+    explain.add_argument("request", metavar="REQUEST.json", help="a CDS Hooks order-select or order-sign request")
+    explain.add_argument("--json", action="store_true", help="the explanation as JSON, for tools")
+    try_ = commands.add_parser(
+        "try", help="fire each demo patient with each imaging order at a running service, print a table",
+        description="Fire each demo patient with each imaging order at a running service and print the cards "
+                    "and ratings. Uses prefetch, so the service needs no FHIR server.")
+    try_.add_argument("--url", default="http://127.0.0.1:5000/cds-services",
+                      help="the service's discovery URL (default: %(default)s)")
     args = parser.parse_args(argv)
+    if args.command == "explain":
+        from .explain import run
+        return run(args.request, args.json)
+    if args.command == "try":
+        from .demo import try_all
+        return try_all(args.url)
     if hasattr(args, "run"):
         return args.run(args)
     if args.command == "report":
         store = Store(database_url(args.database_url))
         try:
             print(format_report(store.report()))
+            print()
+            print(sitecodes.format_report(sitecodes.report(store)))
+            print()
+            print(suppression.format_report(suppression.report(store)))
         finally:
             store.close()
     elif args.command == "migrate":
@@ -57,7 +78,12 @@ def main(argv: list[str] | None = None) -> int:
 @with_appcontext
 def report_command() -> None:
     """Cards shown, accepted and overridden per rule, with the override reasons."""
-    click.echo(format_report(current_app.extensions["cds"].store.report()))
+    store = current_app.extensions["cds"].store
+    click.echo(format_report(store.report()))
+    click.echo()
+    click.echo(sitecodes.format_report(sitecodes.report(store)))
+    click.echo()
+    click.echo(suppression.format_report(suppression.report(store)))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,9 @@ class Settings:
     jwt_leeway: int = 60                     # CDS_JWT_LEEWAY (seconds)
     log_level: str = "INFO"                  # CDS_LOG_LEVEL
     id_hash_secret: str = ""                 # CDS_ID_HASH_SECRET: key of the hashes of ids in logs
+    site_codes: str = ""                     # CDS_SITE_CODES: CSV file mapping local order codes to procedures
+    repeat_alert_minutes: int = 60           # CDS_REPEAT_ALERT_MINUTES: an overridden warning is not repeated; 0: off
+    patient_hash_key: str = ""               # CDS_PATIENT_HASH_KEY: HMAC key for patient ids at rest
 
     @property
     def production(self) -> bool:
@@ -64,4 +67,6 @@ def from_env(environ: Mapping[str, str] | None = None, overrides: Mapping[str, A
                  "max_response_bytes"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"CDS_{name.upper()} must be positive")
+    if settings.repeat_alert_minutes < 0:
+        raise ConfigError("CDS_REPEAT_ALERT_MINUTES must be 0 (off) or a positive number of minutes")
     return settings

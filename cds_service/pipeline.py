@@ -3,18 +3,20 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
+from typing import Mapping
 
 from fhir.resources.R4B.servicerequest import ServiceRequest
 from pydantic import ValidationError
 
-from . import fhir_data
+from . import fhir_data, sitecodes
 from .cards import Rendered, Renderer
-from .decide import Order, decide
-from .facts import order_indication, patient_facts
+from .decide import Decision, Order, decide
+from .facts import Indication, PatientFacts, order_indication, patient_facts
 from .hooks import HookError, HookRequest
-from .knowledge import Knowledge
+from .knowledge import Knowledge, Procedure
+from .sitecodes import SiteCodes
 
 
 @dataclass(frozen=True)
@@ -23,50 +25,96 @@ class Outcome:
     data_source: str   # "none" (nothing to rate), "prefetch" or "fhir"
 
 
-def match(resource: dict, knowledge: Knowledge):
-    """(procedure, system key) of the first coding of the order that the knowledge knows."""
+@dataclass(frozen=True)
+class Recognition:
+    """How one order of the request was read: its procedure and the coding that matched, or why not."""
+    order_id: str | None
+    procedure: Procedure | None
+    system: str | None        # the matched coding's system key (a site code: its URI)
+    code: str | None
+    note: str                 # "" when recognised, else why the order is not rated
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Every step of one hook call, for the answer and for `explain`."""
+    recognised: tuple[Recognition, ...]
+    facts: PatientFacts | None = None
+    indications: Mapping[str, Indication] = field(default_factory=dict)
+    decision: Decision | None = None
+    outcome: Outcome = field(default_factory=lambda: Outcome(Rendered({"cards": []}, ()), "none"))
+    suppressed: tuple = ()    # warnings left out: overridden for this patient and order within the window
+
+
+def match(resource: dict, knowledge: Knowledge, site: SiteCodes = SiteCodes()):
+    """(procedure, system key) of the order: the knowledge's codes first, then the site code map's."""
+    return sitecodes.match(resource, knowledge, site)
+
+
+def matched_code(resource: dict, knowledge: Knowledge, site: SiteCodes, system: str) -> str | None:
     for coding in fhir_data.codings(resource):
-        if isinstance(coding, dict):
-            procedure = knowledge.procedure_for(coding.get("system"), coding.get("code"))
-            if procedure:
-                return procedure, knowledge.system_key(coding.get("system"))
+        if isinstance(coding, dict) and system in (knowledge.system_key(coding.get("system")), coding.get("system")):
+            if knowledge.procedure_for(coding.get("system"), coding.get("code")) or \
+                    site.lookup(coding.get("system"), coding.get("code")):
+                return coding.get("code")
     return None
 
 
 class HookHandler:
     def __init__(self, knowledge: Knowledge, client: fhir_data.FhirClient, deadline_seconds: float = 0.4,
-                 on_fetch=lambda kind, ok: None):
+                 on_fetch=lambda kind, ok: None, site_codes: SiteCodes = SiteCodes(),
+                 on_unmatched=lambda system, code: None, suppressor=None):
         self.knowledge = knowledge
         self.client = client
         self.deadline_seconds = deadline_seconds
         self.renderer = Renderer(knowledge)
         self.on_fetch = on_fetch
+        self.site_codes = site_codes
+        self.on_unmatched = on_unmatched
+        self.suppressor = suppressor  # suppression.Suppressor, or None: every warning is shown
         self.today = date.today  # replaceable clock (tests pin it)
         self.base_url = lambda: ""  # the external base URL for the cards' links (set by create_app)
 
     def handle(self, request: HookRequest) -> Outcome:
-        knowledge = self.knowledge
+        return self.evaluate(request).outcome
+
+    def evaluate(self, request: HookRequest, record: bool = True) -> Evaluation:
+        """The whole call, step by step; record=False (explain) counts nothing."""
+        knowledge, site = self.knowledge, self.site_codes
         started = time.monotonic()
         today = self.today()
 
         # 1. which selected orders are imaging studies the knowledge knows (validated)
-        found_orders, raw_orders, systems = [], {}, {}
+        found_orders, raw_orders, systems, recognised = [], {}, {}, []
         for raw in request.orders:
-            found = match(raw, knowledge)
-            if not found or not fhir_data.about_patient(raw, request.patient_id):
-                continue  # not a study the knowledge knows, or an order for another patient
+            found = match(raw, knowledge, site)
+            oid = raw.get("id") if isinstance(raw.get("id"), str) else None
+            if not found:
+                unmatched = sitecodes.imaging_looking(raw, knowledge, site)
+                if unmatched and record:
+                    self.on_unmatched(*unmatched)
+                recognised.append(Recognition(oid, None, None, None, "no coding of the order is a study the "
+                                              "knowledge or the site code map knows"))
+                continue
             procedure, system = found
+            code = matched_code(raw, knowledge, site, system)
+            if not fhir_data.about_patient(raw, request.patient_id):
+                recognised.append(Recognition(oid, procedure, system, code, "the order is for another patient"))
+                continue
             try:
                 model = ServiceRequest.model_validate(raw)
             except ValidationError as exc:
                 raise HookError(400, f"selected ServiceRequest/{raw.get('id')} is {fhir_data.invalid(exc)}") from None
             if not model.id or model.id in raw_orders:
+                recognised.append(Recognition(oid, procedure, system, code, "the order has no id, or the id "
+                                              "of an order already read, so a suggestion could not update it"))
                 continue  # an order without an id cannot be updated by a suggestion
             found_orders.append((model.id, procedure))
             raw_orders[model.id] = raw
             systems[model.id] = system
+            recognised.append(Recognition(model.id, procedure, system, code, ""))
         if not found_orders:
-            return Outcome(Rendered({"cards": []}, ()), "none")
+            return Evaluation(tuple(recognised))
 
         # 2. the patient's data
         data = fhir_data.load(request.prefetch, request.patient_id, request.fhir_server, request.access_token,
@@ -75,13 +123,19 @@ class HookHandler:
         # 3. facts, 4. decision, 5. cards
         facts = patient_facts(data.patient, data.conditions, knowledge, data.gaps, data.medications)
         by_reference = {f"Condition/{c.resource.get('id')}": c.resource for c in data.conditions}
-        orders, reasons = [], []
+        orders, reasons, indications = [], [], {}
         for oid, procedure in found_orders:
             indication = order_indication(raw_orders[oid], by_reference, knowledge, facts.birth_date)
+            indications[oid] = indication
             orders.append(Order(oid, procedure, indication.staging))
             reasons += indication.evidence
         decision = decide(facts, orders, reasons, knowledge, today)
-        drafted = {found[0].id for found in (match(r, knowledge) for r in request.drafts) if found}
+        drafted = {found[0].id for found in (match(r, knowledge, site) for r in request.drafts) if found}
         rendered = self.renderer.render(decision, facts, raw_orders, systems, drafted,
                                         f"urn:uuid:{uuid.uuid4()}", self.base_url())
-        return Outcome(rendered, "fhir" if data.fetched else "prefetch")
+        sitecodes.localise(rendered.body, raw_orders, knowledge, site)
+        suppressed = ()
+        if self.suppressor:
+            rendered, suppressed = self.suppressor.apply(rendered, request.patient_id, record)
+        outcome = Outcome(rendered, "fhir" if data.fetched else "prefetch")
+        return Evaluation(tuple(recognised), facts, indications, decision, outcome, suppressed)

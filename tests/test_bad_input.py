@@ -17,7 +17,7 @@ from datetime import timedelta
 
 import pytest
 import responses
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from builders import (cards, ratings, warning_cards, CLINICAL, CPT, ICD10CM, LOINC, SELECT, SIGN, SNOMED, TODAY, VERIFICATION, all_condition,
@@ -880,8 +880,11 @@ def test_property_random_bodies(fuzz_client):
 def test_property_half_valid_envelopes(fuzz_client):
     seen = Counter()
 
+    # Hypothesis seeds its text from the string literals of the code under test, so any change to the
+    # service shifts the generated sequence: one request known to get a card keeps the check meaningful.
     @FUZZ
     @given(body=envelopes(), service=services, match_hook=st.integers(0, 4))
+    @example(body=hook_request([service_request(code=CT_CHEST)]), service=SELECT, match_hook=0)
     def run(body, service, match_hook):
         if match_hook < 4 and body.get("hook") in ("order-select", "order-sign"):
             body["hook"] = "order-select" if service == SELECT else "order-sign"   # past the hook check

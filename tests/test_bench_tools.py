@@ -11,7 +11,7 @@ from bench import profile, shapes
 TODAY = date.today()
 
 
-@pytest.mark.parametrize("conditions, drafts", [(10, 500), (1000, 3)])
+@pytest.mark.parametrize("conditions, drafts", [(10, 100), (1000, 3)])
 def test_a_scaling_shape_is_the_typical_call_grown_and_gets_the_warning(client, conditions, drafts):
     [shape] = [s for s in shapes.scaling(TODAY) if s.name == f"scale-{conditions}-{drafts}"]
     body = json.loads(shape.body)

@@ -1,0 +1,187 @@
+"""No repeat alerts: after a warning was overridden (CDS Hooks feedback), the same warning for the same
+patient and order is not shown again within CDS_REPEAT_ALERT_MINUTES (default 60; 0 turns it off).
+The PAMA rating is still sent on every call. Suppressed cards are counted (metrics and the report).
+
+It holds across workers and instances: the state is in the database. No patient id is stored in
+clear: a warning is known by an HMAC-SHA256, under CDS_PATIENT_HASH_KEY, of the patient id, the
+order id and the card's rule. In production the service needs that key to suppress at all (without
+it, every warning is shown, as before).
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Callable, Iterable
+
+import sqlalchemy as sa
+from flask import Flask
+from prometheus_client import Counter
+from sqlalchemy.exc import SQLAlchemyError
+
+from . import storage
+from .background import BatchWriter
+from .cards import Rendered
+from .storage.schema import ID_MAX, UTCDateTime
+
+log = logging.getLogger("cds_service")
+DEVELOPMENT_KEY = "development-only-patient-hash-key"  # never used in production
+REPEATED = ("warning", "critical")
+KEY_CHARS = 64  # hex HMAC-SHA256
+
+SUPPRESSED = Counter("cds_suppressed_cards_total", "Warnings not shown again after an override, by rule", ["rule"])
+
+# The warnings shown, by card uuid, until feedback comes (or they are old): the key of their warning.
+shown_warnings = sa.Table(
+    "cds_shown_warnings", storage.metadata,
+    sa.Column("card_uuid", sa.String(ID_MAX), primary_key=True),
+    sa.Column("warning_key", sa.String(KEY_CHARS), nullable=False),
+    sa.Column("shown_at", UTCDateTime(), nullable=False, index=True),
+)
+# Overridden warnings: not shown again until overridden_at + the window.
+overridden_warnings = sa.Table(
+    "cds_overridden_warnings", storage.metadata,
+    sa.Column("warning_key", sa.String(KEY_CHARS), primary_key=True),
+    sa.Column("overridden_at", UTCDateTime(), nullable=False, index=True),
+)
+suppressed_cards = sa.Table(
+    "cds_suppressed_cards", storage.metadata,
+    sa.Column("rule", sa.String(ID_MAX), primary_key=True),
+    sa.Column("count", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+    sa.Column("last_at", UTCDateTime(), nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class Suppressed:
+    """A warning left out of an answer: for `explain`."""
+    order_id: str
+    rule: str
+    overridden_at: datetime
+    until: datetime
+
+
+class Suppressor:
+    def __init__(self, store: storage.Store, key: str, minutes: int, now: Callable[[], datetime] = storage.utcnow):
+        self.store = store
+        self.key = key.encode()
+        self.window = timedelta(minutes=minutes)
+        self.now = now
+        self.writer = BatchWriter(store, "repeat-alert suppression")
+        insert = store.insert
+        self._shown = insert(shown_warnings).on_conflict_do_nothing(index_elements=["card_uuid"])
+        overridden = insert(overridden_warnings)
+        self._overridden = overridden.on_conflict_do_update(
+            index_elements=["warning_key"], set_={"overridden_at": overridden.excluded.overridden_at})
+        counted = insert(suppressed_cards)
+        self._count = counted.on_conflict_do_update(
+            index_elements=["rule"], set_={"count": suppressed_cards.c["count"] + counted.excluded["count"],
+                                           "last_at": counted.excluded.last_at})
+
+    def warning_key(self, patient_id: str, order_id: str, rule: str) -> str:
+        message = "\x1f".join((patient_id, order_id, rule)).encode()
+        return hmac.new(self.key, message, hashlib.sha256).hexdigest()
+
+    # -- the hook path ------------------------------------------------------------------------
+    def apply(self, rendered: Rendered, patient_id: str, record: bool = True) -> tuple[Rendered, tuple[Suppressed, ...]]:
+        """The answer less the warnings overridden within the window; the others are remembered by card
+        uuid, so that feedback can find their patient and order."""
+        warnings = [c for c in rendered.issued if c.indicator in REPEATED and c.order_id]
+        if not warnings:
+            return rendered, ()
+        keys = {c.uuid: self.warning_key(patient_id, c.order_id, c.rule) for c in warnings}
+        now = self.now()
+        try:
+            with self.store.read() as conn:
+                recent = dict(conn.execute(
+                    sa.select(overridden_warnings.c.warning_key, overridden_warnings.c.overridden_at)
+                    .where(overridden_warnings.c.warning_key.in_(set(keys.values())),
+                           overridden_warnings.c.overridden_at > now - self.window)).all())
+        except SQLAlchemyError:  # the database cannot say: show the warning
+            log.warning("repeat-alert suppression could not be read; warnings are shown", exc_info=True)
+            recent = {}
+        dropped = {c.uuid: c for c in warnings if keys[c.uuid] in recent}
+        if record:
+            shown = [{"card_uuid": u[:ID_MAX], "warning_key": k, "shown_at": now} for u, k in keys.items() if u not in dropped]
+            if shown:
+                self.writer.submit(self._shown, shown)
+            for card in dropped.values():
+                SUPPRESSED.labels(card.rule).inc()
+                self.writer.submit(self._count, [{"rule": card.rule[:ID_MAX], "count": 1, "last_at": now}])
+        suppressed = tuple(Suppressed(c.order_id, c.rule, recent[keys[c.uuid]], recent[keys[c.uuid]] + self.window)
+                           for c in dropped.values())
+        if not dropped:
+            return rendered, ()
+        body = {**rendered.body, "cards": [c for c in rendered.body["cards"] if c.get("uuid") not in dropped]}
+        return replace(rendered, body=body, issued=tuple(c for c in rendered.issued if c.uuid not in dropped)), suppressed
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    # -- feedback -------------------------------------------------------------------------------
+    def on_feedback(self, entries: Iterable) -> int:
+        """Remember the warnings that feedback overrode; returns how many."""
+        cards = {e.card for e in filter(None, map(storage.parse_entry, entries)) if e.outcome == "overridden"}
+        if not cards:
+            return 0
+        self.flush()  # the cards this process showed must be on record first
+        now = self.now()
+
+        def work(conn):
+            found = conn.execute(sa.select(shown_warnings.c.warning_key)
+                                 .where(shown_warnings.c.card_uuid.in_(cards))).scalars().all()
+            if found:
+                conn.execute(self._overridden, [{"warning_key": k, "overridden_at": now} for k in set(found)])
+            # warnings shown long ago can no longer be overridden usefully: forget them
+            conn.execute(shown_warnings.delete().where(shown_warnings.c.shown_at < now - max(self.window, timedelta(days=1))))
+            return len(found)
+        return self.store.write(work)
+
+
+def from_settings(store: storage.Store, settings) -> Suppressor | None:
+    if settings.repeat_alert_minutes == 0:
+        return None
+    key = settings.patient_hash_key
+    if not key:
+        if settings.production:
+            log.warning("repeat-alert suppression is off: set CDS_PATIENT_HASH_KEY (a secret of this deployment) "
+                        "to turn it on")
+            return None
+        key = DEVELOPMENT_KEY
+    return Suppressor(store, key, settings.repeat_alert_minutes)
+
+
+def register(app: Flask) -> None:
+    """Overrides reach the suppressor: after the store has recorded feedback, it is told of the entries."""
+    runtime = app.extensions["cds"]
+    suppressor = runtime.handler.suppressor
+    if suppressor is None:
+        return
+    record = runtime.store.record_feedback
+
+    def record_feedback(service_id: str, entries: list) -> dict:
+        counts = record(service_id, entries)
+        try:
+            suppressor.on_feedback(entries)
+        except Exception:  # feedback is still recorded; the warning will simply be shown again
+            log.exception("could not record an overridden warning for repeat-alert suppression")
+        return counts
+    runtime.store.record_feedback = record_feedback
+
+
+def report(store: storage.Store) -> list[dict]:
+    with store.read() as conn:
+        rows = conn.execute(sa.select(suppressed_cards).order_by(suppressed_cards.c["count"].desc(),
+                                                                 suppressed_cards.c.rule))
+        return [{"rule": r.rule, "count": r.count} for r in rows]
+
+
+def format_report(rows: list[dict]) -> str:
+    if not rows:
+        return "Repeat warnings suppressed after an override: none."
+    width = max(len(r["rule"]) for r in rows)
+    return "\n".join(["Repeat warnings suppressed after an override:", f"{'rule'.ljust(width)}  {'count':>7}",
+                      *(f"{r['rule'].ljust(width)}  {r['count']:>7}" for r in rows),
+                      f"{'total'.ljust(width)}  {sum(r['count'] for r in rows):>7}"])

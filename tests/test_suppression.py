@@ -1,0 +1,168 @@
+"""No repeat alerts: an overridden warning is not shown again for the same patient and order within the
+window (the PAMA rating still is), across instances, with no patient id stored in clear."""
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+import builders as b
+from cds_service import create_app, storage, suppression
+from cds_service.cli import main
+from tokens import Client
+
+CT_CHEST = "71260"
+
+
+def make_app(database, **settings):
+    app = create_app({"database_url": database, **settings})
+    app.extensions["cds"].handler.today = lambda: b.TODAY
+    return app
+
+
+def call(client, order_id="order-1", pid="pat1", headers=None):
+    body = b.hook_request([b.service_request(order_id, code=CT_CHEST, pid=pid)], pid=pid,
+                          pat=b.patient(pid), conditions=[b.all_condition(pid=pid)])
+    return client.post(f"/cds-services/{b.SELECT}", json=body, headers=headers or {})
+
+
+def override(client, card, headers=None):
+    entry = {"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-23T18:14:14.309Z",
+             "overrideReason": {"reason": {"code": "pt-refused", "system": "http://example.org/override"}}}
+    response = client.post(f"/cds-services/{b.SELECT}/feedback", json={"feedback": [entry]}, headers=headers or {})
+    assert response.status_code == 200
+
+
+def clock(app, start):
+    """Pin the suppressor's clock; returns a function that moves it on by minutes."""
+    now = [start]
+    app.extensions["cds"].handler.suppressor.now = lambda: now[0]
+
+    def advance(minutes):
+        now[0] += timedelta(minutes=minutes)
+    return advance
+
+
+def test_an_overridden_warning_is_not_shown_again_until_the_window_has_passed(tmp_path):
+    app = make_app(f"sqlite:///{tmp_path / 'cds.db'}")
+    advance = clock(app, storage.utcnow())
+    client = app.test_client()
+    [warning] = b.warning_cards(call(client))
+    override(client, warning)
+
+    again = call(client)
+    assert b.warning_cards(again) == []
+    assert b.ratings(again) == {"order-1": "not-appropriate"}  # the PAMA rating is still sent
+
+    advance(59)
+    assert b.warning_cards(call(client)) == []
+    advance(2)
+    [shown] = b.warning_cards(call(client))
+    assert shown["summary"] == warning["summary"] and shown["uuid"] != warning["uuid"]
+
+
+def test_only_the_same_patient_and_order_are_suppressed(client):
+    [warning] = b.warning_cards(call(client))
+    override(client, warning)
+    assert b.warning_cards(call(client, order_id="order-2"))       # another order
+    assert b.warning_cards(call(client, pid="pat2"))               # another patient
+    assert b.warning_cards(call(client)) == []
+
+
+def test_an_accepted_or_unknown_card_suppresses_nothing(client):
+    [warning] = b.warning_cards(call(client))
+    accepted = {"card": warning["uuid"], "outcome": "accepted", "outcomeTimestamp": "2026-11-23T18:14:14Z",
+                "acceptedSuggestions": [{"id": warning["suggestions"][0]["uuid"]}]}
+    unknown = {"card": "no-such-card", "outcome": "overridden", "outcomeTimestamp": "2026-11-23T18:14:14Z"}
+    assert client.post(f"/cds-services/{b.SELECT}/feedback", json={"feedback": [accepted, unknown]}).status_code == 200
+    assert b.warning_cards(call(client))
+
+
+def test_suppression_holds_across_instances_sharing_the_database(tmp_path):
+    database = f"sqlite:///{tmp_path / 'shared.db'}"
+    first, second = make_app(database).test_client(), make_app(database).test_client()
+    [warning] = b.warning_cards(call(first))
+    first.application.extensions["cds"].handler.suppressor.flush()  # written within 50 ms; a clinician is slower
+    override(second, warning)                          # the feedback reaches another instance
+    assert b.warning_cards(call(second)) == []
+    assert b.warning_cards(call(first)) == []
+
+
+def test_no_patient_id_is_stored_in_clear(tmp_path):
+    database = tmp_path / "cds.db"
+    app = make_app(f"sqlite:///{database}")
+    client = app.test_client()
+    pid = "patient-7f3c1e"
+    [warning] = b.warning_cards(call(client, pid=pid))
+    override(client, warning)
+    assert b.warning_cards(call(client, pid=pid)) == []
+    app.extensions["cds"].audit.flush()
+    engine = sa.create_engine(f"sqlite:///{database}")
+    with engine.connect() as conn:
+        dump = "\n".join(map(str, conn.connection.iterdump()))
+    engine.dispose()
+    assert pid not in dump
+    assert "cds_overridden_warnings" in dump
+
+
+def test_zero_minutes_turns_it_off(tmp_path):
+    client = make_app(f"sqlite:///{tmp_path / 'cds.db'}", repeat_alert_minutes=0).test_client()
+    [warning] = b.warning_cards(call(client))
+    override(client, warning)
+    assert b.warning_cards(call(client))
+
+
+def test_production_suppresses_only_with_a_patient_hash_key(tmp_path):
+    trusted = Client(tmp_path)
+    url = f"/cds-services/{b.SELECT}"
+    for key, repeated in (("", True), ("a-secret-of-this-deployment", False)):
+        app = create_app(trusted.config(tmp_path / f"p{len(key)}.db", patient_hash_key=key))
+        app.extensions["cds"].handler.today = lambda: b.TODAY
+        client = app.test_client()
+
+        def headers(path):
+            return trusted.headers(f"http://localhost{path}")
+        [warning] = b.warning_cards(call(client, headers=headers(url)))
+        override(client, warning, headers=headers(url + "/feedback"))
+        assert bool(b.warning_cards(call(client, headers=headers(url)))) is repeated
+
+
+def test_the_report_and_metrics_count_suppressed_cards(tmp_path, capsys):
+    database = f"sqlite:///{tmp_path / 'cds.db'}"
+    app = make_app(database)
+    client = app.test_client()
+    rule = "all-child-initial-staging-asymptomatic-chest/ct-chest"
+    counted = re.compile(rf'^cds_suppressed_cards_total{{rule="{re.escape(rule)}"}} ([0-9.]+)$', re.M)
+
+    def metric():
+        found = counted.search(client.get("/metrics").get_data(as_text=True))
+        return float(found[1]) if found else 0.0
+    before = metric()
+    [warning] = b.warning_cards(call(client))
+    override(client, warning)
+    call(client)
+    call(client)
+    app.extensions["cds"].handler.suppressor.flush()
+    assert metric() == before + 2
+    assert main(["report", "--database-url", database]) == 0
+    out = capsys.readouterr().out
+    assert "Repeat warnings suppressed after an override:" in out
+    assert [rule, "2"] in [line.split() for line in out.splitlines()]
+
+
+def test_explain_names_the_suppression(tmp_path):
+    app = make_app(f"sqlite:///{tmp_path / 'cds.db'}")
+    client = app.test_client()
+    [warning] = b.warning_cards(call(client))
+    override(client, warning)
+    body = b.hook_request([b.service_request("order-1", code=CT_CHEST)])
+    x = client.post(f"/cds-services/{b.SELECT}/explain", json=body).get_json()
+    assert x["cards"] == [] and x["ratings"] == {"order-1": "not-appropriate"}
+    assert x["conclusion"].startswith("Warning not shown again: it was overridden at ")
+    assert x["suppressed"][0]["order"] == "order-1"
+    # explaining records nothing: no suppressed card is counted
+    app.extensions["cds"].handler.suppressor.flush()
+    assert suppression.report(app.extensions["cds"].store) == []
+    assert json.dumps(x)  # serialisable
