@@ -39,7 +39,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     test_config overrides Settings fields by their lower-case names (e.g. {"env": "production"})."""
     settings = config.from_env(overrides=test_config)
     observability.configure_logging(settings.log_level)
-    observability.set_id_hash_secret(settings.id_hash_secret)
+    observability.set_id_hash_secret(settings.patient_hash_key
+                                     or ("" if settings.production else suppression.DEVELOPMENT_KEY))
     kb = knowledge.load(settings.knowledge_dir or None).with_overrides(
         new_within_days=settings.new_diagnosis_days or None, pama_qcdsm=settings.pama_qcdsm or None)
 
@@ -72,8 +73,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     if not settings.production:
         log.warning("development mode: hook calls without a token are accepted and the CDS Hooks Sandbox's "
                     "issuer is trusted; set CDS_ENV=production for a real EHR")
-    elif not settings.id_hash_secret:
-        log.warning("CDS_ID_HASH_SECRET is not set: the hashes of ids in the logs correlate within one process only")
+    elif not settings.patient_hash_key:
+        log.warning("CDS_PATIENT_HASH_KEY is not set: the hashes of ids in the logs correlate within one process only")
     warm_up()
     return app
 

@@ -34,10 +34,9 @@ class Settings:
     cors_origins: str = ""                   # CDS_CORS_ORIGINS: comma-separated; "*" in development
     jwt_leeway: int = 60                     # CDS_JWT_LEEWAY (seconds)
     log_level: str = "INFO"                  # CDS_LOG_LEVEL
-    id_hash_secret: str = ""                 # CDS_ID_HASH_SECRET: key of the hashes of ids in logs
     site_codes: str = ""                     # CDS_SITE_CODES: CSV file mapping local order codes to procedures
     repeat_alert_minutes: int = 60           # CDS_REPEAT_ALERT_MINUTES: an overridden warning is not repeated; 0: off
-    patient_hash_key: str = ""               # CDS_PATIENT_HASH_KEY: HMAC key for patient ids at rest
+    patient_hash_key: str = ""               # CDS_PATIENT_HASH_KEY: HMAC key of patient ids at rest and in logs
 
     @property
     def production(self) -> bool:

@@ -156,12 +156,12 @@ def test_logs_carry_hashes_not_patient_or_resource_ids(client, no_network, log_t
 
 
 def test_the_hashes_correlate_across_workers_with_a_configured_secret(tmp_path):
-    first = create_app({"database_url": f"sqlite:///{tmp_path / 'a.db'}", "id_hash_secret": "s3cret"})
+    first = create_app({"database_url": f"sqlite:///{tmp_path / 'a.db'}", "patient_hash_key": "s3cret"})
     assert first and pseudonym("MRN-1") == pseudonym("MRN-1")
     value = pseudonym("MRN-1")
-    create_app({"database_url": f"sqlite:///{tmp_path / 'b.db'}", "id_hash_secret": "s3cret"})
+    create_app({"database_url": f"sqlite:///{tmp_path / 'b.db'}", "patient_hash_key": "s3cret"})
     assert pseudonym("MRN-1") == value
-    create_app({"database_url": f"sqlite:///{tmp_path / 'c.db'}", "id_hash_secret": "other"})
+    create_app({"database_url": f"sqlite:///{tmp_path / 'c.db'}", "patient_hash_key": "other"})
     assert pseudonym("MRN-1") != value
 
 
