@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from prometheus_client import Counter
 
 from . import fhir_data, storage
-from .background import BatchWriter
+from .storage.batch import statement_writer
 from .storage.schema import ID_MAX, UTCDateTime
 from .config import ConfigError
 from .knowledge import Knowledge, Procedure
@@ -178,7 +178,7 @@ class UnmatchedCounter:
 
     def __init__(self, store: storage.Store):
         self.store = store
-        self.writer = BatchWriter(store, "unmatched order counts")
+        self.writer = statement_writer(store, "unmatched order counts")
         self._upsert = store.insert(unmatched_orders)
         self._upsert = self._upsert.on_conflict_do_update(
             index_elements=["system", "code"],
@@ -188,8 +188,8 @@ class UnmatchedCounter:
     def __call__(self, system: str, code: str) -> None:
         system, code = system[:ID_MAX], code[:ID_MAX]
         UNMATCHED.labels(system, code).inc()
-        self.writer.submit(self._upsert, [{"system": system, "code": code, "count": 1,
-                                           "last_seen": storage.utcnow()}])
+        self.writer.submit((self._upsert, [{"system": system, "code": code, "count": 1,
+                                            "last_seen": storage.utcnow()}]))
 
     def flush(self) -> None:
         self.writer.flush()

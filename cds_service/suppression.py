@@ -22,8 +22,8 @@ from prometheus_client import Counter
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import storage
-from .background import BatchWriter
 from .cards import Rendered
+from .storage.batch import statement_writer
 from .storage.schema import ID_MAX, UTCDateTime
 
 log = logging.getLogger("cds_service")
@@ -69,7 +69,7 @@ class Suppressor:
         self.key = key.encode()
         self.window = timedelta(minutes=minutes)
         self.now = now
-        self.writer = BatchWriter(store, "repeat-alert suppression")
+        self.writer = statement_writer(store, "repeat-alert suppression")
         insert = store.insert
         self._shown = insert(shown_warnings).on_conflict_do_nothing(index_elements=["card_uuid"])
         overridden = insert(overridden_warnings)
@@ -106,10 +106,10 @@ class Suppressor:
         if record:
             shown = [{"card_uuid": u[:ID_MAX], "warning_key": k, "shown_at": now} for u, k in keys.items() if u not in dropped]
             if shown:
-                self.writer.submit(self._shown, shown)
+                self.writer.submit((self._shown, shown))
             for card in dropped.values():
                 SUPPRESSED.labels(card.rule).inc()
-                self.writer.submit(self._count, [{"rule": card.rule[:ID_MAX], "count": 1, "last_at": now}])
+                self.writer.submit((self._count, [{"rule": card.rule[:ID_MAX], "count": 1, "last_at": now}]))
         suppressed = tuple(Suppressed(c.order_id, c.rule, recent[keys[c.uuid]], recent[keys[c.uuid]] + self.window)
                            for c in dropped.values())
         if not dropped:

@@ -148,7 +148,7 @@ def test_record_call_rows(store):
 
 def test_audit_writer_keeps_the_order_calls_were_answered_in(store, monkeypatch):
     """A flush while the background batch is gathering must not write later calls first."""
-    monkeypatch.setattr(storage.audit, "BATCH_SECONDS", 0.3)
+    monkeypatch.setattr(storage.batch, "BATCH_SECONDS", 0.3)
     writer = storage.AuditWriter(store)
     first = {"service_id": SVC, "status": 200, "latency_ms": 1.0, "data_source": "prefetch", "cards": ()}
     writer.submit(hook_instance="first", **first)

@@ -3,7 +3,8 @@ and the report, over one database. Each concern has its module; Store puts them 
 Nothing here imports the clinical flow.
 
     schema         the tables              db         engine, transactions, default URL
-    audit          hook-call audit and its background writer
+    audit          hook-call audit and its writer
+    batch          writes off the request path, in batches (audit, suppression, unmatched codes)
     card_feedback  feedback entries        jti        jti claims        reporting  the report
     migrate        versioned schema migrations (Alembic, migrations/versions/)
 """

@@ -1,20 +1,12 @@
 """The audit of hook calls: one row per call, one per issued card, written off the request path."""
 from __future__ import annotations
 
-import atexit
-import logging
-import os
-import queue
-import threading
-import time
 from typing import Any, Iterable, Protocol
 
+from .batch import BatchWriter
 from .db import Database, utcnow
 from .schema import ID_MAX, hook_calls, issued_cards
 
-log = logging.getLogger("cds_service.storage")
-
-BATCH_SECONDS = 0.05    # how long the audit writer gathers hook calls before one transaction
 
 
 class CardRecord(Protocol):
@@ -56,53 +48,14 @@ class Audit:
                 conn.execute(self._insert_cards, cards)
 
 
-class AuditWriter:
-    """Writes the hook-call audit off the request path: a per-process queue drained in batches by a
-    background thread, so a hook call never waits on the database (or on another worker's SQLite
-    lock). Calls leave the queue only under one lock, and are written under it, so rows keep the
-    order the calls were answered in. flush() writes everything queued before it returns; it runs
-    at exit, and before feedback is matched to the cards issued.
-
-    store: anything with record_calls(calls) (an Audit or a Store)."""
+class AuditWriter(BatchWriter):
+    """The hook-call audit, written off the request path in batches (see batch.py), in the order
+    the calls were answered. store: anything with record_calls(calls) (an Audit or a Store)."""
 
     def __init__(self, store):
+        super().__init__(store.record_calls, "audit")
         self.store = store
-        self.queue: queue.SimpleQueue = queue.SimpleQueue()
-        self.writing = threading.Lock()
-        self.started = threading.Lock()
-        self.wake = threading.Event()
-        self.pid = None
-        atexit.register(self.flush)
 
     def submit(self, **call: Any) -> None:
         call.setdefault("called_at", utcnow())
-        if self.pid != os.getpid():  # first call in this process (gunicorn forks after preload)
-            with self.started:
-                if self.pid != os.getpid():
-                    self.pid = os.getpid()
-                    self.writing = threading.Lock()  # a lock held at fork time stays held in the child
-                    threading.Thread(target=self._run, name="cds-audit", daemon=True).start()
-        self.queue.put(call)
-        self.wake.set()
-
-    def _run(self) -> None:
-        while True:
-            self.wake.wait()
-            self.wake.clear()
-            time.sleep(BATCH_SECONDS)  # let a busy worker's calls gather into one transaction
-            self.flush()
-
-    def flush(self) -> None:
-        with self.writing:
-            calls = []
-            while True:
-                try:
-                    calls.append(self.queue.get_nowait())
-                except queue.Empty:
-                    break
-            if not calls:
-                return
-            try:
-                self.store.record_calls(calls)
-            except Exception:  # the audit must never break the ordering workflow; the loss is logged
-                log.exception("audit write failed; %d hook call(s) not recorded", len(calls))
+        super().submit(call)
