@@ -21,6 +21,12 @@ def database_url(explicit: str | None = None) -> str:
     return explicit or os.environ.get("CDS_DATABASE_URL") or default_url(INSTANCE_DIR)
 
 
+def full_report(store: Store) -> str:
+    """The report: cards per rule with their feedback, unmatched imaging orders, suppressed repeats."""
+    return "\n\n".join([format_report(store.report()), sitecodes.format_report(sitecodes.report(store)),
+                        suppression.format_report(suppression.report(store))])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cds-service", description="CDS Hooks service utilities.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -58,11 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         store = Store(database_url(args.database_url))
         try:
-            print(format_report(store.report()))
-            print()
-            print(sitecodes.format_report(sitecodes.report(store)))
-            print()
-            print(suppression.format_report(suppression.report(store)))
+            print(full_report(store))
         finally:
             store.close()
     elif args.command == "migrate":
@@ -78,12 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 @with_appcontext
 def report_command() -> None:
     """Cards shown, accepted and overridden per rule, with the override reasons."""
-    store = current_app.extensions["cds"].store
-    click.echo(format_report(store.report()))
-    click.echo()
-    click.echo(sitecodes.format_report(sitecodes.report(store)))
-    click.echo()
-    click.echo(suppression.format_report(suppression.report(store)))
+    click.echo(full_report(current_app.extensions["cds"].store))
 
 
 if __name__ == "__main__":

@@ -162,6 +162,7 @@ class Cluster:
         env = {**os.environ, "CDS_ENV": "production", "CDS_DATABASE_URL": self.database_url,
                "CDS_DB_SCHEMA": "check", "CDS_PUBLIC_BASE_URL": self.nginx.base,
                "CDS_TRUSTED_ISSUERS": json.dumps({ISSUER: str(self.client.jwks_file)}),
+               "CDS_PATIENT_HASH_KEY": "cluster-test-key",  # one key on every instance: repeat alerts are shared
                "WEB_CONCURRENCY": "2", "GUNICORN_GRACEFUL_TIMEOUT": "20"}
         self.instances = [Instance(f"instance-{n + 1}", env, directory) for n in range(size)]
         self.env = env
@@ -187,8 +188,8 @@ class Cluster:
         return sa.create_engine(self.database_url)
 
     def hook_call(self, session: requests.Session | None = None, token: str | None = None,
-                  hook_instance: str | None = None, timeout: float = 10) -> requests.Response:
-        body = {**EXAMPLE, "hookInstance": hook_instance or str(uuid.uuid4())}
+                  hook_instance: str | None = None, timeout: float = 10, body: dict | None = None) -> requests.Response:
+        body = {**(body or EXAMPLE), "hookInstance": hook_instance or str(uuid.uuid4())}
         token = token or self.client.token(self.audience)
         return (session or requests).post(self.audience, json=body, timeout=timeout,
                                           headers={"Authorization": f"Bearer {token}"})

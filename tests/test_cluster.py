@@ -5,6 +5,7 @@ instance matches the cards another issued, and the report counts everything once
 Repeat-alert suppression across instances is not checked here: the service does not suppress yet."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ from datetime import datetime, timezone
 import requests
 import sqlalchemy as sa
 
-from cds_service import storage
+from cds_service import cli, storage
 from cluster import EXAMPLE, ROOT, SERVICE, cluster, needs_cluster  # noqa: F401 (fixture)
 
 pytestmark = needs_cluster
@@ -70,9 +71,9 @@ def report(c) -> list[dict]:
     store = storage.Store(c.database_url, schema="check")
     try:
         rows = store.report()
+        assert out.strip() == cli.full_report(store)  # what the operator's command prints
     finally:
         store.close()
-    assert out.strip() == storage.format_report(rows)  # what the operator's command prints
     return rows
 
 
@@ -147,3 +148,28 @@ def test_the_report_counts_each_card_and_each_feedback_once(cluster):
     assert not [r for r in rows if r["rule"] == "(unknown card)"]
     reasons = {x["code"]: x["count"] for r in rows for x in r["override_reasons"]}
     assert reasons.get("not-applicable") == 6
+
+
+def test_an_overridden_warning_is_not_repeated_by_any_instance(cluster):
+    """Repeat-alert suppression is in the database: an override posted to one instance silences the
+    same warning (same patient, same order) on every instance; the PAMA rating is still sent."""
+    other_patient = json.loads(json.dumps(EXAMPLE).replace('"girl-7"', '"repeat-1"')
+                               .replace("Patient/girl-7", "Patient/repeat-1"))
+    first = cluster.hook_call(body=other_patient)
+    card = warning_card(first)
+    wait_for_cards(cluster, {card["uuid"]})
+    time.sleep(0.3)  # the issuing instance's batch of shown warnings is written every 50 ms
+    assert post_feedback(cluster, [overridden(card, "protocol")]).status_code == 200
+    answered_by = set()
+    with requests.Session() as session:
+        for _ in range(6):
+            again = cluster.hook_call(session, body=other_patient)
+            assert again.status_code == 200
+            assert [c for c in again.json()["cards"] if c["indicator"] == "warning"] == []
+            ratings = [e["valueCodeableConcept"]["coding"][0]["code"] for a in again.json()["systemActions"]
+                       for e in a["resource"]["extension"] if e["url"].endswith("/pama-rating")]
+            assert ratings == ["not-appropriate"]
+            answered_by.add(cluster.name_of(again))
+    assert answered_by == {i.name for i in cluster.instances}
+    third = json.loads(json.dumps(other_patient).replace("repeat-1", "repeat-2"))
+    warning_card(cluster.hook_call(body=third))  # another patient's same order is still warned

@@ -14,9 +14,8 @@ import pytest
 import responses
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from builders import (CLINICAL, CPT, ICD10CM, SNOMED, TODAY, VERIFICATION, all_condition, born, bundle, cards,
+from builders import (CLINICAL, ICD10CM, SNOMED, TODAY, VERIFICATION, all_condition, born, bundle, cards,
                       condition, hook_request, patient, ratings, service_request)
-from cds_service import create_app
 
 CT_CHEST = "71260"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"

@@ -41,16 +41,6 @@ def fhir():
         yield rsps
 
 
-@pytest.fixture
-def make_client(tmp_path):
-    """A test client for an app built with Settings overrides (lower-case field names)."""
-    def make(**overrides):
-        app = create_app({"database_url": f"sqlite:///{tmp_path / 'cds.db'}", **overrides})
-        app.extensions["cds"].handler.today = lambda: TODAY
-        return app.test_client()
-    return make
-
-
 def post(client, body, service=SELECT):
     return client.post(f"/cds-services/{service}", json=body)
 

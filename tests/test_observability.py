@@ -1,7 +1,5 @@
 """Logs, metrics, health and readiness, CORS preflights, and the Dockerfile lint."""
-import io
 import json
-import logging
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,21 +7,9 @@ from pathlib import Path
 import pytest
 
 from builders import SELECT, all_condition, hook_request, patient, service_request
-from cds_service.observability import JsonFormatter
 from tokens import Client
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def log_lines():
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("cds_service")
-    logger.addHandler(handler)
-    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
-    logger.removeHandler(handler)
 
 
 def test_one_json_log_line_per_hook_call_without_names_birth_dates_or_tokens(client, log_lines):

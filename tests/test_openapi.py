@@ -6,7 +6,6 @@ import logging
 import tempfile
 from pathlib import Path
 
-import pytest
 import responses
 import schemathesis
 from hypothesis import HealthCheck, settings
