@@ -52,6 +52,17 @@ def find_service(service_id: str) -> hooks.Service:
     return service
 
 
+def check_fhir_server(hook_request: hooks.HookRequest) -> bool:
+    """Before any request is made (the EHR's token goes only where this caller may send it): whether the
+    request's fhirServer is one configured for the caller; HookError 400/403 when it may not be named."""
+    if not hook_request.fhir_server:
+        return False
+    try:
+        return runtime().fhir_servers.check(hook_request.fhir_server, g.get("issuer"))
+    except Refused as exc:
+        raise HookError(exc.status, exc.message, "forbidden" if exc.status == 403 else "invalid") from None
+
+
 @bp.before_request
 def authenticate():
     g.started = time.perf_counter()
@@ -84,12 +95,7 @@ def call_service(service_id: str):
     rt = runtime()
     hook_request = hooks.parse(read_json(), service, require_https=rt.settings.production, limits=rt.limits)
     g.hook_instance, g.patient_id = hook_request.hook_instance, hook_request.patient_id
-    configured = False  # whether fhirServer is one configured for this caller
-    if hook_request.fhir_server:
-        try:  # before any request is made: the EHR's token goes only where this caller may send it
-            configured = rt.fhir_servers.check(hook_request.fhir_server, g.get("issuer"))
-        except Refused as exc:
-            raise HookError(exc.status, exc.message, "forbidden" if exc.status == 403 else "invalid") from None
+    configured = check_fhir_server(hook_request)
     try:
         outcome = rt.handler.handle(hook_request)
     except DataUnavailable as exc:

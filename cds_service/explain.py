@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, Flask
 
 from . import hooks
-from .api import find_service, read_json, runtime
+from .api import check_fhir_server, find_service, read_json, runtime
 from .decide import Decision
 from .facts import Evidence
 from .fhir_data import DataUnavailable
@@ -124,11 +124,13 @@ def explanation(evaluation: Evaluation, handler: HookHandler, service: hooks.Ser
     return result
 
 
-def explain(body: Any, handler: HookHandler, require_https: bool = False) -> dict:
-    """The explanation of a hook request body. HookError (400) for a request the service would refuse;
-    a 412 is reported in the explanation."""
+def explain(body: Any, handler: HookHandler, require_https: bool = False,
+            check_server=lambda request: None) -> dict:
+    """The explanation of a hook request body. HookError (400, 403) for a request the service would refuse
+    (check_server refuses a fhirServer the caller may not name); a 412 is reported in the explanation."""
     service = service_for(body)
     request = hooks.parse(body, service, require_https=require_https)
+    check_server(request)
     try:
         evaluation = handler.evaluate(request, record=False)
     except DataUnavailable as exc:
@@ -204,7 +206,7 @@ def explain_route(service_id: str):
     body = read_json()
     if isinstance(body, dict) and body.get("hook") != service.hook:
         raise HookError(400, f"hook '{body.get('hook')}' does not match service '{service.id}'")
-    return explain(body, runtime().handler)
+    return explain(body, runtime().handler, check_server=check_fhir_server)
 
 
 def register(app: Flask) -> None:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import responses
+
 import builders as b
 from cds_service import create_app
 from cds_service.cli import main
@@ -90,6 +92,15 @@ def test_development_endpoint_gives_the_explanation(client):
     assert [e["id"] for e in x["exclusions"] if e["found"]] == ["symptomatic"]
     wrong = client.post(f"/cds-services/{b.SIGN}/explain", json=symptomatic_request())
     assert wrong.status_code == 400 and wrong.get_json()["resourceType"] == "OperationOutcome"
+
+
+def test_development_endpoint_never_reads_a_metadata_address(client):
+    body = b.hook_request([b.service_request(code="71250")], prefetch=False,
+                          fhir_server="http://169.254.169.254/latest")
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as network:
+        response = client.post(f"/cds-services/{b.SELECT}/explain", json=body)
+    assert response.status_code == 403 and "metadata" in response.get_json()["issue"][0]["diagnostics"]
+    assert len(network.calls) == 0
 
 
 def test_production_has_no_explain_endpoint(tmp_path):
