@@ -68,7 +68,6 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     explain.register(app)
     demo.register(app)
     openapi.register(app)
-    suppression.register(app)
     app.cli.add_command(report_command)
     if not settings.production:
         log.warning("development mode: hook calls without a token are accepted and the CDS Hooks Sandbox's "

@@ -127,6 +127,11 @@ def feedback(service_id: str):
         log.warning("feedback not stored: the database is unreachable", extra={"fields": {"service": service_id}})
         raise HookError(503, "feedback could not be stored: the database is unavailable; send it again later",
                         "transient", {"Retry-After": RETRY_AFTER_SECONDS}) from None
+    if rt.handler.suppressor:  # overridden warnings are not repeated (see suppression.py)
+        try:
+            rt.handler.suppressor.on_feedback(entries)
+        except SQLAlchemyError:  # the feedback is recorded; the warning will simply be shown again
+            log.warning("an overridden warning could not be recorded for repeat-alert suppression", exc_info=True)
     log.info("feedback", extra={"fields": {"event": "feedback", "service": service_id, **counts}})
     return {}
 

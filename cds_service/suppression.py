@@ -17,7 +17,6 @@ from datetime import datetime, timedelta
 from typing import Callable, Iterable
 
 import sqlalchemy as sa
-from flask import Flask
 from prometheus_client import Counter
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -151,24 +150,6 @@ def from_settings(store: storage.Store, settings) -> Suppressor | None:
             return None
         key = DEVELOPMENT_KEY
     return Suppressor(store, key, settings.repeat_alert_minutes)
-
-
-def register(app: Flask) -> None:
-    """Overrides reach the suppressor: after the store has recorded feedback, it is told of the entries."""
-    runtime = app.extensions["cds"]
-    suppressor = runtime.handler.suppressor
-    if suppressor is None:
-        return
-    record = runtime.store.record_feedback
-
-    def record_feedback(service_id: str, entries: list) -> dict:
-        counts = record(service_id, entries)
-        try:
-            suppressor.on_feedback(entries)
-        except Exception:  # feedback is still recorded; the warning will simply be shown again
-            log.exception("could not record an overridden warning for repeat-alert suppression")
-        return counts
-    runtime.store.record_feedback = record_feedback
 
 
 def report(store: storage.Store) -> list[dict]:
