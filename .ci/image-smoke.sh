@@ -41,6 +41,9 @@ check() { # expected-status method path
 }
 check 200 GET /health
 check 200 GET /ready
+check 200 GET /openapi.json
+check 200 GET /guidance/
+check 200 GET /fhir/metadata
 check 401 GET /cds-services
 check 401 POST /cds-services/acr-all-staging-order-select
-echo "image smoke: ok (health, ready, unsigned calls refused)"
+echo "image smoke: ok (health, ready, OpenAPI, guidance pages, /fhir/, unsigned calls refused)"

@@ -139,9 +139,12 @@ def hook_request(service: hooks.Service) -> dict:
     return {"allOf": [ref("HookRequest"), {"properties": {"hook": {"const": service.hook}}}]}
 
 
-def hook_example(service: hooks.Service, today: date) -> dict:
-    """A real request: the in-scope demo girl with a CT chest (a warning with a suggestion)."""
-    girl = next(p for p in demo.load() if p.id == "demo-girl-7")
+def hook_example(service: hooks.Service, today: date) -> dict | None:
+    """A real request: the in-scope demo girl with a CT chest (a warning with a suggestion); None where
+    the demo patients are not installed (the production image)."""
+    girl = next((p for p in demo.load() if p.id == "demo-girl-7"), None)
+    if girl is None:
+        return None
     body = demo.order_select(girl, {"system": "http://www.ama-assn.org/go/cpt", "code": "71260"}, today)
     if service.hook == "order-sign":
         body["hook"] = "order-sign"
@@ -150,9 +153,11 @@ def hook_example(service: hooks.Service, today: date) -> dict:
 
 
 def hook_content(service: hooks.Service, today: date) -> dict:
-    return {t: {"schema": hook_request(service), "examples": {"ct-chest-girl": {
-        "summary": "CT chest for a 7-year-old girl with B-cell ALL diagnosed 2 days ago",
-        "value": hook_example(service, today)}}} for t in JSON}
+    example = hook_example(service, today)
+    examples = {"examples": {"ct-chest-girl": {
+        "summary": "CT chest for a 7-year-old girl with B-cell ALL diagnosed 2 days ago", "value": example}}} \
+        if example else {}
+    return {t: {"schema": hook_request(service), **examples} for t in JSON}
 
 
 def operation(summary: str, responses: dict, **extra) -> dict:
