@@ -4,7 +4,6 @@ database, the schema they build against the tables the code uses, and CDS_DB_SCH
 PostgreSQL runs when CDS_TEST_POSTGRES_URL is set; its tables are dropped before and after."""
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -15,28 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from cds_service import cli, config, create_app, storage
 from cds_service.storage import migrate
 
-PG_URL = os.environ.get("CDS_TEST_POSTGRES_URL")
-
-
-def drop_all(url: str) -> None:
-    engine = sa.create_engine(url)
-    try:
-        storage.metadata.drop_all(engine)
-        with engine.begin() as conn:
-            conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
-    finally:
-        engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.skipif(
-    not PG_URL, reason="CDS_TEST_POSTGRES_URL is not set"))])
-def url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'cds.db'}"
-        return
-    drop_all(PG_URL)
-    yield PG_URL
-    drop_all(PG_URL)
+from databases import url  # noqa: F401  (the url fixture: SQLite, and PostgreSQL when configured)
 
 
 def tables(url: str) -> set[str]:

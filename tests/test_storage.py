@@ -4,7 +4,6 @@ PostgreSQL runs when CDS_TEST_POSTGRES_URL is set (e.g. postgresql+psycopg://cds
 its cds_* tables and Alembic's version table are dropped before and after each test."""
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
@@ -21,31 +20,10 @@ from cds_service import cli, storage
 from cds_service.cards import IssuedCard
 from cds_service.storage import Store, default_url, format_report, parse_timestamp
 
-PG_URL = os.environ.get("CDS_TEST_POSTGRES_URL")
+from databases import url  # noqa: F401  (the url fixture: SQLite, and PostgreSQL when configured)
 SVC = "acr-all-staging-order-select"
 OVERRIDE = "http://example.org/override"
 T0 = "2026-11-23T18:14:14.309Z"
-
-
-def drop_tables(url: str) -> None:
-    engine = sa.create_engine(url)
-    try:
-        storage.metadata.drop_all(engine)
-        with engine.begin() as conn:
-            conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
-    finally:
-        engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.skipif(
-    not PG_URL, reason="CDS_TEST_POSTGRES_URL is not set"))])
-def url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'cds.db'}"
-        return
-    drop_tables(PG_URL)
-    yield PG_URL
-    drop_tables(PG_URL)
 
 
 @pytest.fixture
