@@ -28,6 +28,11 @@ SYSTEM = re.compile(r"(https?://[^\s/]+(/\S*)?|urn:oid:[0-2](\.(0|[1-9]\d*))+|ur
 # CPT's Radiology section is 70010-79999: an unmatched CPT code there is an imaging order we do not rate.
 CPT_RADIOLOGY = (70010, 79999)
 
+# Distinct (system, code) pairs one process tracks: callers choose the codes, so without a bound a
+# flood of made-up codes would grow the metrics and the table without end. The rest count as one.
+MAX_TRACKED = 500
+OTHER = ("(other systems and codes)", "(other)")
+
 UNMATCHED = Counter("cds_unmatched_imaging_orders_total",
                     "Imaging-looking orders that matched no procedure, by coding system and code", ["system", "code"])
 
@@ -179,6 +184,7 @@ class UnmatchedCounter:
     def __init__(self, store: storage.Store):
         self.store = store
         self.writer = statement_writer(store, "unmatched order counts")
+        self.tracked: set[tuple[str, str]] = set()
         self._upsert = store.insert(unmatched_orders)
         self._upsert = self._upsert.on_conflict_do_update(
             index_elements=["system", "code"],
@@ -187,6 +193,11 @@ class UnmatchedCounter:
 
     def __call__(self, system: str, code: str) -> None:
         system, code = system[:ID_MAX], code[:ID_MAX]
+        if (system, code) not in self.tracked:
+            if len(self.tracked) >= MAX_TRACKED:
+                system, code = OTHER
+            else:
+                self.tracked.add((system, code))
         UNMATCHED.labels(system, code).inc()
         self.writer.submit((self._upsert, [{"system": system, "code": code, "count": 1,
                                             "last_seen": storage.utcnow()}]))

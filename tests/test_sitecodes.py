@@ -3,9 +3,10 @@ checks that name the line, and the count of imaging-looking orders that matched 
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 
 import builders as b
-from cds_service import create_app
+from cds_service import create_app, sitecodes
 from cds_service.cli import main
 from cds_service.sitecodes import SiteCodeError
 
@@ -106,3 +107,19 @@ def test_unmatched_imaging_looking_orders_are_counted_in_metrics_and_report(tmp_
     lines = [line.split() for line in out.splitlines()]
     assert [b.CPT, "72132", "2"] in lines and [EAP, "IMG9999", "2"] in lines
     assert "85025" not in out
+
+
+def test_made_up_codes_cannot_grow_the_metrics_or_the_table_without_bound(tmp_path, monkeypatch):
+    monkeypatch.setattr(sitecodes, "MAX_TRACKED", 5)
+    app = site_app(tmp_path)
+    client = app.test_client()
+    orders = [local_order(f"MADE-UP-{i}", sid=f"o{i}") for i in range(12)]
+    assert client.post(f"/cds-services/{b.SIGN}", json=b.hook_request(orders, hook="order-sign")).status_code == 200
+    app.extensions["cds"].handler.on_unmatched.flush()
+    metrics = client.get("/metrics").get_data(as_text=True)
+    series = [line for line in metrics.splitlines() if line.startswith("cds_unmatched_imaging_orders_total{")]
+    assert sum('code="MADE-UP-' in line for line in series) == 5
+    assert 'cds_unmatched_imaging_orders_total{code="(other)",system="(other systems and codes)"} 7.0' in metrics
+    with app.extensions["cds"].store.engine.connect() as conn:
+        rows = conn.execute(sa.select(sitecodes.unmatched_orders.c.code, sitecodes.unmatched_orders.c["count"])).all()
+    assert len(rows) == 6 and ("(other)", 7) in rows
