@@ -53,7 +53,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     handler = build_handler(settings, kb, on_unmatched=sitecodes.UnmatchedCounter(store),
                             suppressor=suppression.from_settings(store, settings))
     fhir_servers = FhirServerPolicy(auth.parse_trusted_issuers(settings.trusted_issuers)[1], settings.production)
-    limits = Limits(settings.max_orders, settings.max_resources, settings.max_codings)
+    limits = Limits.of(settings)
     app.extensions["cds"] = Runtime(settings, kb, handler, store, storage.AuditWriter(store), authenticator,
                                     fhir_servers, limits)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .config import Settings
 from .fhir_servers import Refused, normalise
 
 PREFETCH = {
@@ -83,9 +84,13 @@ def _field(container: dict, name: str, kind: type, path: str, required: bool = T
 @dataclass(frozen=True)
 class Limits:
     """How much one hook call may carry; more is refused with 413 naming the limit."""
-    orders: int = 100       # draft orders (CDS_MAX_ORDERS)
-    resources: int = 10000  # entries of one prefetched search (CDS_MAX_RESOURCES)
-    codings: int = 100      # codings in the coded elements of one resource (CDS_MAX_CODINGS)
+    orders: int     # draft orders (CDS_MAX_ORDERS)
+    resources: int  # entries of one prefetched search (CDS_MAX_RESOURCES)
+    codings: int    # codings in the coded elements of one resource (CDS_MAX_CODINGS)
+
+    @classmethod
+    def of(cls, settings: Settings = Settings()) -> "Limits":
+        return cls(settings.max_orders, settings.max_resources, settings.max_codings)
 
 
 CODED = ("code", "reasonCode", "clinicalStatus", "verificationStatus", "medicationCodeableConcept")
@@ -136,7 +141,7 @@ def check_fhir_server(url: str, require_https: bool) -> str:
     return base
 
 
-def parse(body: Any, service: Service, require_https: bool = False, limits: Limits = Limits()) -> HookRequest:
+def parse(body: Any, service: Service, require_https: bool = False, limits: Limits = Limits.of()) -> HookRequest:
     """Check the envelope and pick out the orders to rate. Irrelevant content is tolerated;
     only what the service cannot work with at all is refused (400)."""
     if not isinstance(body, dict):

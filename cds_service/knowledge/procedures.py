@@ -39,12 +39,8 @@ def read(f: TomlFile, scenario: Scenario, valuesets: ValueSets, valuesets_file: 
             at = f"{field}.ratings.{vid}"
             if vid not in variant_by_id:
                 raise f.fail(at, f"unknown variant {vid!r}")
-            rating_id = f.get(r, "rating", at)
-            if rating_id not in scenario.ratings:
-                raise f.fail(f"{at}.rating", f"unknown rating {rating_id!r}; known: {', '.join(scenario.ratings)}")
-            source = f.get(r, "source", at)
-            if source not in scenario.sources:
-                raise f.fail(f"{at}.source", f"unknown source {source!r}")
+            rating_id = f.one_of(r, "rating", at, scenario.ratings, "unknown rating {value!r}; known: {allowed}")
+            source = f.one_of(r, "source", at, scenario.sources, "unknown source {value!r}")
             variant_ratings.append(VariantRating(variant_by_id[vid], scenario.ratings[rating_id], source))
         variant_ratings.sort(key=lambda vr: variants.index(vr.variant))
         for a in variant_ratings:
@@ -55,9 +51,7 @@ def read(f: TomlFile, scenario: Scenario, valuesets: ValueSets, valuesets_file: 
         statements = []
         for j, st in enumerate(f.get(t, "statements", field, list, required=False, default=[])):
             at = f"{field}.statements[{j}]"
-            sex = f.get(st, "sex", at)
-            if sex not in SEXES:
-                raise f.fail(f"{at}.sex", f"{sex!r} is not one of {', '.join(SEXES)}")
+            sex = f.one_of(st, "sex", at, SEXES)
             statements.append(Statement(sex, f.summary(st, "summary", at), f.get(st, "detail", at)))
         results = f.get(t, "results", field, dict, required=False, default={})
         for kind, text in results.items():

@@ -34,12 +34,8 @@ def read(f: TomlFile) -> Scenario:
     ratings = {}
     for rid, t in f.get(s, "ratings", "", dict).items():
         field = f"ratings.{rid}"
-        indicator = f.get(t, "indicator", field)
-        if indicator not in INDICATORS:
-            raise f.fail(f"{field}.indicator", f"{indicator!r} is not info, warning or critical")
-        pama = f.get(t, "pama", field)
-        if pama not in PAMA_CODES:
-            raise f.fail(f"{field}.pama", f"{pama!r} is not a pama-rating code")
+        indicator = f.one_of(t, "indicator", field, INDICATORS, "{value!r} is not info, warning or critical")
+        pama = f.one_of(t, "pama", field, PAMA_CODES, "{value!r} is not a pama-rating code")
         ratings[rid] = Rating(rid, f.get(t, "label", field), indicator, pama, f.get(t, "recommend", field, bool))
     rrl = {}
     for key, t in f.get(s, "rrl", "", dict).items():
@@ -50,12 +46,8 @@ def read(f: TomlFile) -> Scenario:
     variants = []
     for i, t in enumerate(f.get(s, "variants", "", list)):
         field = f"variants[{i}]"
-        sex = f.get(t, "sex", field)
-        if sex not in SEXES:
-            raise f.fail(f"{field}.sex", f"{sex!r} is not one of {', '.join(SEXES)}")
-        source = f.get(t, "source", field)
-        if source not in sources:
-            raise f.fail(f"{field}.source", f"unknown source {source!r}")
+        sex = f.one_of(t, "sex", field, SEXES)
+        source = f.one_of(t, "source", field, sources, "unknown source {value!r}")
         variants.append(Variant(f.get(t, "id", field), f.get(t, "label", field), sex, source,
                                 f.strings(t, "inclusion", field), f.strings(t, "exclusion", field)))
     if len({v.id for v in variants}) != len(variants):

@@ -49,10 +49,12 @@ class TomlFile:
             raise self.fail(f"{field}.{key}", f"{len(text)} characters; a card summary must be under {SUMMARY_LIMIT}")
         return text
 
-    def one_of(self, table: Mapping[str, Any], key: str, field: str, allowed: tuple[str, ...] | Mapping) -> str:
+    def one_of(self, table: Mapping[str, Any], key: str, field: str, allowed: tuple[str, ...] | Mapping,
+               message: str = "{value!r} is not one of {allowed}") -> str:
+        """A string that must be one of `allowed`; else the error `message` (with {value!r} and {allowed})."""
         value = self.get(table, key, field)
         if value not in allowed:
-            raise self.fail(f"{field}.{key}", f"{value!r} is not one of {', '.join(allowed)}")
+            raise self.fail(f"{field}.{key}", message.format(value=value, allowed=", ".join(allowed)))
         return value
 
 

@@ -39,12 +39,9 @@ def read(f: TomlFile) -> ValueSets:
         result = []
         for i, entry in enumerate(f.get(table, "codes", field, list)):
             at = f"{field}.codes[{i}]"
-            system = f.get(entry, "system", at)
-            if system not in systems:
-                raise f.fail(f"{at}.system", f"unknown system {system!r}")
-            status = f.get(entry, "status", at)
-            if status not in CODE_STATUSES:
-                raise f.fail(f"{at}.status", f"{status!r}: UNVERIFIED codes are not matched; use one of {CODE_STATUSES}")
+            system = f.one_of(entry, "system", at, systems, "unknown system {value!r}")
+            status = f.one_of(entry, "status", at, CODE_STATUSES,
+                              f"{{value!r}}: UNVERIFIED codes are not matched; use one of {CODE_STATUSES}")
             code = f.get(entry, "code", at)
             if code.endswith("*") and system not in PREFIX_SYSTEMS:
                 raise f.fail(f"{at}.code", f"prefix codes (ending in *) are only for {', '.join(PREFIX_SYSTEMS)}")
@@ -56,9 +53,7 @@ def read(f: TomlFile) -> ValueSets:
     diagnosis_prefixes: dict[tuple[str, str], list] = {}
     for group, table in f.get(v, "diagnoses", "", dict).items():
         field = f"diagnoses.{group}"
-        kind = f.get(table, "kind", field)
-        if kind not in DIAGNOSIS_KINDS:
-            raise f.fail(f"{field}.kind", f"{kind!r} is not one of {', '.join(DIAGNOSIS_KINDS)}")
+        kind = f.one_of(table, "kind", field, DIAGNOSIS_KINDS)
         group_codes = codes(table, field)
         diagnoses[group] = CodeList(group, f.get(table, "description", field, required=False, default=group),
                                     kind, group_codes)
