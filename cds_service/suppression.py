@@ -2,7 +2,11 @@
 patient and order is not shown again within CDS_REPEAT_ALERT_MINUTES (default 60; 0 turns it off).
 The PAMA rating is still sent on every call. Suppressed cards are counted (metrics and the report).
 
-It holds across workers and instances: the state is in the database. No patient id is stored in
+It holds across workers and instances: the state is in the database. Each worker keeps the recent
+overrides in memory and reads the ones it has not seen from the database at most every
+REFRESH_SECONDS, so a hook call does not wait on the database: an override posted to another worker
+or instance silences the warning here within about a second (until then it may be shown once more,
+which is the side of showing too much, not too little). No patient id is stored in
 clear: a warning is known by an HMAC-SHA256, under CDS_PATIENT_HASH_KEY, of the patient id, the
 order id and the card's rule. In production the service needs that key to suppress at all (without
 it, every warning is shown, as before).
@@ -12,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import threading
+import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Callable, Iterable
@@ -29,6 +35,10 @@ log = logging.getLogger("cds_service")
 DEVELOPMENT_KEY = "development-only-patient-hash-key"  # never used in production
 REPEATED = ("warning", "critical")
 KEY_CHARS = 64  # hex HMAC-SHA256
+REFRESH_SECONDS = 1.0  # how stale this worker's copy of the overrides may be
+# Overrides are read again back to this far before the last read: another instance's clock may be a
+# little behind, and its write may commit a moment after the time it stamped.
+REREAD = timedelta(seconds=60)
 
 SUPPRESSED = Counter("cds_suppressed_cards_total", "Warnings not shown again after an override, by rule", ["rule"])
 
@@ -63,11 +73,19 @@ class Suppressed:
 
 
 class Suppressor:
-    def __init__(self, store: storage.Store, key: str, minutes: int, now: Callable[[], datetime] = storage.utcnow):
+    def __init__(self, store: storage.Store, key: str, minutes: int, now: Callable[[], datetime] = storage.utcnow,
+                 refresh_seconds: float = REFRESH_SECONDS):
         self.store = store
         self.key = key.encode()
         self.window = timedelta(minutes=minutes)
         self.now = now
+        self.refresh_seconds = refresh_seconds
+        self.monotonic = time.monotonic  # replaceable clock of the refreshes (tests move it)
+        self.overrides: dict[str, datetime] = {}  # warning key -> overridden at, within the window
+        self.read_at: datetime | None = None      # the database time of the last read, None: never read
+        self.next_read = float("-inf")            # monotonic time of the next read
+        self.reading = threading.Lock()
+        self.readable = True
         self.writer = statement_writer(store, "repeat-alert suppression")
         insert = store.insert
         self._shown = insert(shown_warnings).on_conflict_do_nothing(index_elements=["card_uuid"])
@@ -92,15 +110,8 @@ class Suppressor:
             return rendered, ()
         keys = {c.uuid: self.warning_key(patient_id, c.order_id, c.rule) for c in warnings}
         now = self.now()
-        try:
-            with self.store.read() as conn:
-                recent = dict(conn.execute(
-                    sa.select(overridden_warnings.c.warning_key, overridden_warnings.c.overridden_at)
-                    .where(overridden_warnings.c.warning_key.in_(set(keys.values())),
-                           overridden_warnings.c.overridden_at > now - self.window)).all())
-        except SQLAlchemyError:  # the database cannot say: show the warning
-            log.warning("repeat-alert suppression could not be read; warnings are shown", exc_info=True)
-            recent = {}
+        self.refresh(now)
+        recent = {k: at for k in keys.values() if (at := self.overrides.get(k)) and at > now - self.window}
         dropped = {c.uuid: c for c in warnings if keys[c.uuid] in recent}
         if record:
             shown = [{"card_uuid": u[:ID_MAX], "warning_key": k, "shown_at": now} for u, k in keys.items() if u not in dropped]
@@ -116,6 +127,39 @@ class Suppressor:
         body = {**rendered.body, "cards": [c for c in rendered.body["cards"] if c.get("uuid") not in dropped]}
         return replace(rendered, body=body, issued=tuple(c for c in rendered.issued if c.uuid not in dropped)), suppressed
 
+    def refresh(self, now: datetime) -> None:
+        """Read the overrides not seen yet, when the last read is REFRESH_SECONDS old. One thread reads;
+        the others go on with what is known. When the database cannot be read, what is known stays
+        (it was overridden) and the rest is shown."""
+        if self.monotonic() < self.next_read or not self.reading.acquire(blocking=False):
+            return
+        try:
+            since = now - self.window if self.read_at is None else max(self.read_at - REREAD, now - self.window)
+            with self.store.read() as conn:
+                found = conn.execute(
+                    sa.select(overridden_warnings.c.warning_key, overridden_warnings.c.overridden_at)
+                    .where(overridden_warnings.c.overridden_at > since)).all()
+            self.remember(dict(found), now)
+            self.read_at, self.readable = now, True
+        except SQLAlchemyError:
+            if self.readable:  # once per outage, not once a second
+                log.warning("repeat-alert suppression could not be read; warnings not known to be overridden "
+                            "are shown", exc_info=True)
+            self.readable = False
+        finally:
+            self.next_read = self.monotonic() + self.refresh_seconds
+            self.reading.release()
+
+    def remember(self, found: dict[str, datetime], now: datetime) -> None:
+        """Add overrides to this worker's copy, forgetting those past the window (a new dict: readers
+        in other threads see the old one or the new one, never half of it)."""
+        start = now - self.window
+        merged = {k: at for k, at in self.overrides.items() if at > start}
+        for k, at in found.items():
+            if at > start and at > merged.get(k, start):
+                merged[k] = at
+        self.overrides = merged
+
     def flush(self) -> None:
         self.writer.flush()
 
@@ -127,16 +171,21 @@ class Suppressor:
             return 0
         self.flush()  # the cards this process showed must be on record first
         now = self.now()
+        overridden: dict[str, datetime] = {}
 
         def work(conn):
             found = conn.execute(sa.select(shown_warnings.c.warning_key)
                                  .where(shown_warnings.c.card_uuid.in_(cards))).scalars().all()
             if found:
                 conn.execute(self._overridden, [{"warning_key": k, "overridden_at": now} for k in set(found)])
+                overridden.update(dict.fromkeys(found, now))
             # warnings shown long ago can no longer be overridden usefully: forget them
             conn.execute(shown_warnings.delete().where(shown_warnings.c.shown_at < now - max(self.window, timedelta(days=1))))
             return len(found)
-        return self.store.write(work)
+        count = self.store.write(work)
+        with self.reading:  # this worker knows at once
+            self.remember(overridden, now)
+        return count
 
 
 def from_settings(store: storage.Store, settings) -> Suppressor | None:

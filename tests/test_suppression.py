@@ -86,8 +86,35 @@ def test_suppression_holds_across_instances_sharing_the_database(tmp_path):
     [warning] = b.warning_cards(call(first))
     first.application.extensions["cds"].handler.suppressor.flush()  # written within 50 ms; a clinician is slower
     override(second, warning)                          # the feedback reaches another instance
-    assert b.warning_cards(call(second)) == []
+    assert b.warning_cards(call(second)) == []         # that instance knows at once
+    refreshes = first.application.extensions["cds"].handler.suppressor
+    elapsed = [0.0]
+    refreshes.monotonic = lambda: elapsed[0]
+    refreshes.next_read = 0.9                          # the first read its overrides 0.1 s ago
+    assert b.warning_cards(call(first))                # not read again yet: shown once more
+    elapsed[0] = 1.0                                   # a second after its last read
     assert b.warning_cards(call(first)) == []
+
+
+def test_when_the_database_cannot_be_read_known_overrides_still_hold(tmp_path, log_lines):
+    database = tmp_path / "cds.db"
+    app = make_app(f"sqlite:///{database}")
+    client = app.test_client()
+    suppressor = app.extensions["cds"].handler.suppressor
+    [warning] = b.warning_cards(call(client))
+    override(client, warning)
+    suppressor.flush()
+    app.extensions["cds"].audit.flush()
+    app.extensions["cds"].store.engine.dispose()
+    database.write_bytes(b"not a database")
+    for _ in range(3):
+        suppressor.next_read = float("-inf")           # a read is due on every call
+        response = call(client)
+        assert response.status_code == 200
+        assert b.warning_cards(response) == []         # overridden here: still not repeated
+        [other] = b.warning_cards(call(client, order_id="order-2"))  # not overridden: shown
+    assert [line["message"] for line in log_lines()].count(
+        "repeat-alert suppression could not be read; warnings not known to be overridden are shown") == 1
 
 
 def test_no_patient_id_is_stored_in_clear(tmp_path):
