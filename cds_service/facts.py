@@ -98,7 +98,7 @@ def concept_texts(concept: Any) -> list[str]:
 
 def is_empty(concept: Any) -> bool:
     """A concept that states nothing (the Sandbox sends `coding: [{}]`)."""
-    return not concept_texts(concept) and not any(c.get("code") not in (None, "") for c in concept_codings(concept))
+    return not any(c.get("code") not in (None, "") for c in concept_codings(concept)) and not concept_texts(concept)
 
 
 def status(concept: Any, system: str, codes: set[str]) -> str | None:
@@ -178,7 +178,7 @@ def onset_date(resource: dict, born: date | None) -> tuple[bool, date | None]:
 # -- evidence --------------------------------------------------------------------------------
 
 def concept_evidence(concepts: Iterable[Any], knowledge: Knowledge, source: str, exact: bool,
-                     systems: tuple[str, ...] = CONDITION_SYSTEMS, **status_and_date: Any) -> list[Evidence]:
+                     systems: tuple[str, ...] = CONDITION_SYSTEMS) -> list[Evidence]:
     """The evidence that the concepts carry, one per kind: coded first (exact only when the system is
     known and `exact`; a code without a known system is tried in `systems`), then text (which only
     ever takes a child out)."""
@@ -192,12 +192,12 @@ def concept_evidence(concepts: Iterable[Any], knowledge: Knowledge, source: str,
                      else knowledge.diagnosis_in_any_system(code, systems))
             if match and match.kind not in found:
                 found[match.kind] = Evidence(match.kind, match.code.display, match.code.system, str(code), source,
-                                             exact=exact and known_system, **status_and_date)
+                                             exact=exact and known_system)
     for concept in concepts:
         for text in concept_texts(concept):
             for kind, words in knowledge.text_evidence(text):
                 if kind not in found:
-                    found[kind] = Evidence(kind, words, None, None, source, exact=False, **status_and_date)
+                    found[kind] = Evidence(kind, words, None, None, source, exact=False)
     return list(found.values())
 
 
@@ -206,21 +206,21 @@ def condition_evidence(resource: dict, knowledge: Knowledge, born: date | None, 
     """What a Condition records, read leniently. Refuted and entered-in-error ones record nothing; a
     symptom no longer current is left out, unless the Condition is an order's reason (the clinician's
     statement now)."""
+    source = source or f"Condition/{resource.get('id', '?')}"
+    evidence = concept_evidence([resource.get("code")], knowledge, source, valid)
+    if not evidence:  # most of a record: the statuses and dates need not be read
+        return []
     verification = status(resource.get("verificationStatus"), VERIFICATION_SYSTEM, VERIFICATION_CODES)
     if verification in IGNORED_VERIFICATION:
         return []
     clinical = status(resource.get("clinicalStatus"), CLINICAL_SYSTEM, CLINICAL_CODES)
-    source = source or f"Condition/{resource.get('id', '?')}"
-    evidence = concept_evidence([resource.get("code")], knowledge, source, valid,
-                                clinical_status=clinical, verification_status=verification)
     result = []
     for e in evidence:
         if e.kind == "symptom" and clinical in NOT_CURRENT and not as_reason:
             continue
-        if e.kind in ALL_KINDS:
-            given, day = onset_date(resource, born)
-            e = replace(e, date=day if given else None)
-        result.append(e)
+        given, day = onset_date(resource, born) if e.kind in ALL_KINDS else (False, None)
+        result.append(replace(e, clinical_status=clinical, verification_status=verification,
+                              date=day if given else None))
     return result
 
 

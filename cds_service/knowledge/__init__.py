@@ -48,5 +48,5 @@ def load(directory: Path | str | None = None) -> Knowledge:
         _diagnosis_prefixes=MappingProxyType(valuesets.diagnosis_prefixes),
         _text_kinds=MappingProxyType(valuesets.text_kinds),
         _neutral=valuesets.neutral,
-        _any_text=re.compile("|".join(f"(?:{p.pattern})" for p in valuesets.text_kinds.values()) or r"(?!x)x"),
+        _any_text=re.compile("|".join(f"(?:{p.pattern})" for p in (valuesets.neutral, *valuesets.text_kinds.values()))),
     )

@@ -175,7 +175,7 @@ class Knowledge:
     _diagnosis_prefixes: Mapping[tuple[str, str], tuple[tuple[str, DiagnosisMatch], ...]]  # by first 3 chars
     _text_kinds: Mapping[str, re.Pattern]  # kind -> words that are evidence of it in text
     _neutral: re.Pattern                   # phrases removed from text before matching
-    _any_text: re.Pattern                  # any of the kinds' words: most texts name none, one search says so
+    _any_text: re.Pattern                  # any kind's words or neutral phrase: most texts name none, one search says so
 
     # -- code look-ups (the hot path: plain dict reads) --------------------------------
     def system_key(self, uri: Any) -> str | None:
@@ -212,9 +212,9 @@ class Knowledge:
         """(kind, words) for each kind of evidence the text names; text only ever takes a child out."""
         if not isinstance(text, str) or not text:
             return []
-        text = self._neutral.sub(" ", text)
-        if not self._any_text.search(text):
+        if not self._any_text.search(text):  # names no kind's words and no neutral phrase: nothing to remove
             return []
+        text = self._neutral.sub(" ", text)
         return [(kind, found.group(0)) for kind, pattern in self._text_kinds.items() if (found := pattern.search(text))]
 
     def _diagnosis(self, key: str, code: str) -> DiagnosisMatch | None:
