@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -12,6 +12,7 @@ RESULT_KINDS = ("normal", "negative", "positive", "indeterminate")
 DIAGNOSIS_KINDS = ("all", "all-remission", "all-relapse", "excluded", "symptom", "therapy")
 PREFIX_SYSTEMS = ("icd10", "atc")  # hierarchical codes: a code ending in "*" matches its children
 PREFIX_KEY = 3  # ICD-10 prefix codes are indexed by their category (first three characters)
+SEEN_CODES = 20_000  # (system, code) pairs whose meaning is remembered; past this the memory starts again
 CODE_STATUSES = ("VERIFIED", "VERIFIED-moderate", "judgement", "ours")
 
 
@@ -176,6 +177,7 @@ class Knowledge:
     _text_kinds: Mapping[str, re.Pattern]  # kind -> words that are evidence of it in text
     _neutral: re.Pattern                   # phrases removed from text before matching
     _any_text: re.Pattern                  # any kind's words or neutral phrase: most texts name none, one search says so
+    _meanings: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # (system, code) -> match
 
     # -- code look-ups (the hot path: plain dict reads) --------------------------------
     def system_key(self, uri: Any) -> str | None:
@@ -189,11 +191,21 @@ class Knowledge:
         return self._procedure_codes.get((key, normalise(key, code)))
 
     def diagnosis_for(self, system: Any, code: Any) -> DiagnosisMatch | None:
-        """What a coding (system URI, code) means for the scenario (ALL, excluded, symptom, therapy), if anything."""
-        key = self.system_key(system)
-        if key is None or not isinstance(code, str):
+        """What a coding (system URI, code) means for the scenario (ALL, excluded, symptom, therapy), if anything.
+        A record names the same few codes again and again: the answer for a pair is remembered."""
+        if not isinstance(system, str) or not isinstance(code, str):
             return None
-        return self._diagnosis(key, normalise(key, code))
+        pair = (system, code)
+        try:
+            return self._meanings[pair]
+        except KeyError:
+            pass
+        key = self.system_key(system)
+        match = None if key is None else self._diagnosis(key, normalise(key, code))
+        if len(self._meanings) >= SEEN_CODES:  # made-up codes cannot grow it without end
+            self._meanings.clear()
+        self._meanings[pair] = match
+        return match
 
     def diagnosis_in_any_system(self, code: Any, systems: Iterable[str]) -> DiagnosisMatch | None:
         """The meaning of a code whose system is missing or unknown, trying each of `systems` (the
