@@ -181,20 +181,29 @@ def concept_evidence(concepts: Iterable[Any], knowledge: Knowledge, source: str,
                      systems: tuple[str, ...] = CONDITION_SYSTEMS) -> list[Evidence]:
     """The evidence that the concepts carry, one per kind: coded first (exact only when the system is
     known and `exact`; a code without a known system is tried in `systems`), then text (which only
-    ever takes a child out)."""
+    ever takes a child out). One pass over the codings gathers the texts (as concept_texts)."""
     found: dict[str, Evidence] = {}
-    concepts = list(concepts)
+    texts: list[str] = []
     for concept in concepts:
-        for coding in concept_codings(concept):
-            code = coding.get("code")
-            known_system = knowledge.system_key(coding.get("system")) is not None
-            match = (knowledge.diagnosis_for(coding.get("system"), code) if known_system
+        if isinstance(concept, str):
+            texts.append(concept)
+            continue
+        if not isinstance(concept, dict):
+            continue
+        texts.append(concept.get("text"))
+        for coding in listed(concept.get("coding")):
+            if not isinstance(coding, dict):
+                continue
+            texts.append(coding.get("display"))
+            system, code = coding.get("system"), coding.get("code")
+            known_system = knowledge.system_key(system) is not None
+            match = (knowledge.diagnosis_for(system, code) if known_system
                      else knowledge.diagnosis_in_any_system(code, systems))
             if match and match.kind not in found:
                 found[match.kind] = Evidence(match.kind, match.code.display, match.code.system, str(code), source,
                                              exact=exact and known_system)
-    for concept in concepts:
-        for text in concept_texts(concept):
+    for text in dict.fromkeys(texts):
+        if isinstance(text, str) and text.strip():
             for kind, words in knowledge.text_evidence(text):
                 if kind not in found:
                     found[kind] = Evidence(kind, words, None, None, source, exact=False)
