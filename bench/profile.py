@@ -28,7 +28,9 @@ from bench.run import SERVICE_PATH, START_TIMEOUT, free_port, gunicorn
 PARTS = [
     ("fhir.resources / pydantic validation", ("(fhir/resources/", "(fhir_core/", "(pydantic/", "(pydantic_core/")),
     ("reading the record: evidence, statuses, dates (facts.py)", ("(cds_service/facts.py",)),
-    ("code and text look-ups (knowledge.py)", ("(cds_service/knowledge.py",)),
+    ("code and text look-ups (knowledge/)", ("(cds_service/knowledge/",)),
+    ("repeat-alert suppression, site code map (suppression.py, sitecodes.py)",
+     ("(cds_service/suppression.py", "(cds_service/sitecodes.py")),
     ("decision (decide.py)", ("(cds_service/decide.py",)),
     ("cards and suggestions (cards.py)", ("(cds_service/cards.py",)),
     ("prefetch and FHIR data (fhir_data.py)", ("(cds_service/fhir_data.py",)),
