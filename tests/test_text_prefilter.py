@@ -1,6 +1,6 @@
-"""The one-search prefilter of text evidence (a speed measure) never hides evidence: on texts built
-from the knowledge's own words, neutral phrases and display texts, the evidence found is exactly
-what searching each kind's words one by one finds."""
+"""The prefilters of text evidence (speed measures: the first-word look-up, then one search for all
+kinds) never hide evidence: on texts built from the knowledge's own words, neutral phrases and
+display texts, the evidence found is exactly what searching each kind's words one by one finds."""
 from __future__ import annotations
 
 import tomllib
@@ -9,12 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cds_service.knowledge import default_directory, load
+from cds_service.knowledge.model import TextStarts
 
 K = load()
 TABLE = tomllib.loads((default_directory() / "valuesets.toml").read_text())["text_evidence"]
 VOCABULARY = sorted({w for kind, t in TABLE.items() if kind != "neutral" for key in ("words", "acronyms")
                      for w in t.get(key, [])} | set(TABLE["neutral"]))
-FILLER = ["Asthma", "history of", "no", "B-cell", "in", "pre", "-", "all", "(", ")", "child", "ALLERGY", "  "]
+FILLER = ["Asthma", "history of", "no", "B-cell", "in", "pre", "-", "all", "(", ")", "child", "ALLERGY", "  ",
+          "'s", "Bell", "_", "7", "é", "ſ", "\n"]
 
 
 def one_by_one(text: str) -> list[tuple[str, str]]:
@@ -36,3 +38,14 @@ def test_prefiltered_text_evidence_is_the_one_by_one_evidence(parts, separator, 
     text = separator.join(parts)
     text = text.upper() if upper else text
     assert K.text_evidence(text) == one_by_one(text)
+
+
+def test_the_first_word_prefilter_stands_aside_when_it_cannot_be_exact():
+    assert TextStarts.of(["Bell's palsy", "acute lymphoblastic"], ["T-ALL"]) == TextStarts(
+        frozenset({"bell", "acute"}), frozenset({"T-ALL"}))
+    assert TextStarts.of(["+++ marker"], []) is None       # a phrase without a plain first word
+    assert TextStarts.of(["leucémie"], []) is None          # a non-ASCII first word
+    starts = TextStarts.of(["relapse"], ["ALL"])
+    assert not starts.could_name("Asthma, all year")        # acronyms are exact case
+    assert starts.could_name("RELAPSE") and starts.could_name("pre-B ALL")
+    assert starts.could_name("relapſe")                     # non-ASCII text: left to the search

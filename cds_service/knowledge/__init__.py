@@ -49,4 +49,5 @@ def load(directory: Path | str | None = None) -> Knowledge:
         _text_kinds=MappingProxyType(valuesets.text_kinds),
         _neutral=valuesets.neutral,
         _any_text=re.compile("|".join(f"(?:{p.pattern})" for p in (valuesets.neutral, *valuesets.text_kinds.values()))),
+        _text_starts=valuesets.text_starts,
     )

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .model import CODE_STATUSES, DIAGNOSIS_KINDS, PREFIX_KEY, PREFIX_SYSTEMS, Code, CodeList, DiagnosisMatch, \
+from .model import CODE_STATUSES, TextStarts, DIAGNOSIS_KINDS, PREFIX_KEY, PREFIX_SYSTEMS, Code, CodeList, DiagnosisMatch, \
     normalise, phrases
 from .toml_file import TomlFile
 
@@ -22,6 +22,7 @@ class ValueSets:
     text_kinds: Mapping[str, re.Pattern]
     neutral: re.Pattern
     procedures: Mapping[str, tuple[Code, ...]]  # procedure id -> its codes
+    text_starts: TextStarts | None  # the first words of all text evidence; None: cannot prefilter
 
 
 def read(f: TomlFile) -> ValueSets:
@@ -71,16 +72,21 @@ def read(f: TomlFile) -> ValueSets:
                 diagnosis_codes[(code.system, normal)] = match
 
     text_table = f.get(v, "text_evidence", "", dict)
-    neutral = phrases(f.strings(text_table, "neutral", "text_evidence"))
-    text_kinds = {}
+    neutral_words = f.strings(text_table, "neutral", "text_evidence")
+    neutral = phrases(neutral_words)
+    text_kinds, all_words, all_acronyms = {}, list(neutral_words), []
     for kind, table in text_table.items():
         if kind == "neutral":
             continue
         field = f"text_evidence.{kind}"
         if kind not in DIAGNOSIS_KINDS or not isinstance(table, dict):
             raise f.fail(field, f"expected a table named for one of {', '.join(DIAGNOSIS_KINDS)}")
-        text_kinds[kind] = phrases(f.strings(table, "words", field), f.strings(table, "acronyms", field))
+        words, acronyms = f.strings(table, "words", field), f.strings(table, "acronyms", field)
+        text_kinds[kind] = phrases(words, acronyms)
+        all_words += words
+        all_acronyms += acronyms
 
     procedures = {pid: codes(table, f"procedures.{pid}") for pid, table in f.get(v, "procedures", "", dict).items()}
     return ValueSets(system_keys, system_uris, system_names, diagnoses, diagnosis_codes,
-                     {k: tuple(v) for k, v in diagnosis_prefixes.items()}, text_kinds, neutral, procedures)
+                     {k: tuple(v) for k, v in diagnosis_prefixes.items()}, text_kinds, neutral, procedures,
+                     TextStarts.of(all_words, all_acronyms))
