@@ -103,7 +103,9 @@ def coding_count(resource: Any) -> int:
     count = 0
     for name in CODED:
         value = resource.get(name)
-        for concept in value if isinstance(value, list) else [value]:
+        if value is None:
+            continue
+        for concept in value if isinstance(value, list) else (value,):
             if isinstance(concept, dict):
                 coding = concept.get("coding")
                 count += len(coding) if isinstance(coding, list) else 1
