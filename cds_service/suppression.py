@@ -3,13 +3,13 @@ patient and order is not shown again within CDS_REPEAT_ALERT_MINUTES (default 60
 The PAMA rating is still sent on every call. Suppressed cards are counted (metrics and the report).
 
 It holds across workers and instances: the state is in the database. Each worker keeps the recent
-overrides in memory and reads the ones it has not seen from the database at most every
-REFRESH_SECONDS, so a hook call does not wait on the database: an override posted to another worker
-or instance silences the warning here within about a second (until then it may be shown once more,
-which is the side of showing too much, not too little). No patient id is stored in
-clear: a warning is known by an HMAC-SHA256, under CDS_PATIENT_HASH_KEY, of the patient id, the
-order id and the card's rule. In production the service needs that key to suppress at all (without
-it, every warning is shown, as before).
+overrides in memory and reads the ones it has not seen at most every REFRESH_SECONDS, in a thread
+that a hook call waits for READ_WAIT_SECONDS at most: an override posted to another worker or
+instance silences the warning here within about a second (until then it may be shown once more,
+which is the side of showing too much, not too little). No patient id is stored in clear: a
+warning is known by an HMAC-SHA256, under CDS_PATIENT_HASH_KEY, of the patient id, the order id and
+the card's rule. In production the service needs that key to suppress at all (without it, every
+warning is shown, as before).
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ DEVELOPMENT_KEY = "development-only-patient-hash-key"  # never used in productio
 REPEATED = ("warning", "critical")
 KEY_CHARS = 64  # hex HMAC-SHA256
 REFRESH_SECONDS = 1.0  # how stale this worker's copy of the overrides may be
+READ_WAIT_SECONDS = 0.05  # how long a hook call waits for that read; a slow database is not waited for
 # Overrides are read again back to this far before the last read: another instance's clock may be a
 # little behind, and its write may commit a moment after the time it stamped.
 REREAD = timedelta(seconds=60)
@@ -84,7 +85,10 @@ class Suppressor:
         self.overrides: dict[str, datetime] = {}  # warning key -> overridden at, within the window
         self.read_at: datetime | None = None      # the database time of the last read, None: never read
         self.next_read = float("-inf")            # monotonic time of the next read
-        self.reading = threading.Lock()
+        self.starting = threading.Lock()          # one read at a time
+        self.last_read = threading.Event()        # set when the last read is over
+        self.last_read.set()
+        self.merging = threading.Lock()           # one change of `overrides` at a time
         self.readable = True
         self.writer = statement_writer(store, "repeat-alert suppression")
         insert = store.insert
@@ -128,11 +132,21 @@ class Suppressor:
         return replace(rendered, body=body, issued=tuple(c for c in rendered.issued if c.uuid not in dropped)), suppressed
 
     def refresh(self, now: datetime) -> None:
-        """Read the overrides not seen yet, when the last read is REFRESH_SECONDS old. One thread reads;
-        the others go on with what is known. When the database cannot be read, what is known stays
-        (it was overridden) and the rest is shown."""
-        if self.monotonic() < self.next_read or not self.reading.acquire(blocking=False):
+        """When the last read is REFRESH_SECONDS old, read the overrides not seen yet, in a thread of its
+        own: the call that starts it waits at most READ_WAIT_SECONDS for it, the others not at all.
+        When the database is slow the warnings not known to be overridden are shown; when it cannot
+        be read, what is known stays (it was overridden)."""
+        if self.monotonic() < self.next_read:
             return
+        with self.starting:
+            if self.monotonic() < self.next_read or not self.last_read.is_set():
+                return  # read lately, or a read (of a slow database) is still under way
+            self.next_read = self.monotonic() + self.refresh_seconds
+            self.last_read = done = threading.Event()
+            threading.Thread(target=self.read, args=(now, done), name="cds-repeat-alert-read", daemon=True).start()
+        done.wait(READ_WAIT_SECONDS)
+
+    def read(self, now: datetime, done: threading.Event) -> None:
         try:
             since = now - self.window if self.read_at is None else max(self.read_at - REREAD, now - self.window)
             with self.store.read() as conn:
@@ -147,18 +161,18 @@ class Suppressor:
                             "are shown", exc_info=True)
             self.readable = False
         finally:
-            self.next_read = self.monotonic() + self.refresh_seconds
-            self.reading.release()
+            done.set()
 
     def remember(self, found: dict[str, datetime], now: datetime) -> None:
         """Add overrides to this worker's copy, forgetting those past the window (a new dict: readers
         in other threads see the old one or the new one, never half of it)."""
         start = now - self.window
-        merged = {k: at for k, at in self.overrides.items() if at > start}
-        for k, at in found.items():
-            if at > start and at > merged.get(k, start):
-                merged[k] = at
-        self.overrides = merged
+        with self.merging:
+            merged = {k: at for k, at in self.overrides.items() if at > start}
+            for k, at in found.items():
+                if at > start and at > merged.get(k, start):
+                    merged[k] = at
+            self.overrides = merged
 
     def flush(self) -> None:
         self.writer.flush()
@@ -183,8 +197,7 @@ class Suppressor:
             conn.execute(shown_warnings.delete().where(shown_warnings.c.shown_at < now - max(self.window, timedelta(days=1))))
             return len(found)
         count = self.store.write(work)
-        with self.reading:  # this worker knows at once
-            self.remember(overridden, now)
+        self.remember(overridden, now)  # this worker knows at once
         return count
 
 

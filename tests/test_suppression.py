@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -94,6 +96,34 @@ def test_suppression_holds_across_instances_sharing_the_database(tmp_path):
     assert b.warning_cards(call(first))                # not read again yet: shown once more
     elapsed[0] = 1.0                                   # a second after its last read
     assert b.warning_cards(call(first)) == []
+
+
+def test_a_slow_database_is_not_waited_for(tmp_path):
+    database = f"sqlite:///{tmp_path / 'shared.db'}"
+    first, second = make_app(database), make_app(database)
+    one, two = first.test_client(), second.test_client()
+    [warning] = b.warning_cards(call(one))
+    first.extensions["cds"].handler.suppressor.flush()
+    override(two, warning)
+    suppressor = first.extensions["cds"].handler.suppressor
+    store, release = suppressor.store, threading.Event()
+
+    reads = []
+
+    class SlowStore:  # the database answers once released
+        def read(self):
+            reads.append(1)
+            release.wait(10)
+            return store.read()
+    suppressor.store, suppressor.next_read = SlowStore(), float("-inf")
+    started = time.monotonic()
+    assert b.warning_cards(call(one))                  # not known here yet: shown, without waiting
+    assert time.monotonic() - started < 0.5            # (READ_WAIT_SECONDS is 0.05 s)
+    suppressor.next_read = float("-inf")               # due again, but the first read is under way:
+    assert b.warning_cards(call(one)) and len(reads) == 1  # no second one
+    release.set()
+    assert suppressor.last_read.wait(5)
+    assert b.warning_cards(call(one)) == []            # read at last: not repeated
 
 
 def test_when_the_database_cannot_be_read_known_overrides_still_hold(tmp_path, log_lines):
