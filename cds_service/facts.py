@@ -183,7 +183,7 @@ def concept_evidence(concepts: Iterable[Any], knowledge: Knowledge, source: str,
     known and `exact`; a code without a known system is tried in `systems`), then text (which only
     ever takes a child out). One pass over the codings gathers the texts (as concept_texts)."""
     found: dict[str, Evidence] = {}
-    texts: list[str] = []
+    texts: list[Any] = []
     for concept in concepts:
         if isinstance(concept, str):
             texts.append(concept)
@@ -194,7 +194,7 @@ def concept_evidence(concepts: Iterable[Any], knowledge: Knowledge, source: str,
         for coding in listed(concept.get("coding")):
             if not isinstance(coding, dict):
                 continue
-            texts.append(coding.get("display"))
+            texts.append(coding.get("display"))  # texts of any JSON type: only strings are read below
             system, code = coding.get("system"), coding.get("code")
             known_system = knowledge.system_key(system) is not None
             match = (knowledge.diagnosis_for(system, code) if known_system
@@ -202,11 +202,10 @@ def concept_evidence(concepts: Iterable[Any], knowledge: Knowledge, source: str,
             if match and match.kind not in found:
                 found[match.kind] = Evidence(match.kind, match.code.display, match.code.system, str(code), source,
                                              exact=exact and known_system)
-    for text in dict.fromkeys(texts):
-        if isinstance(text, str) and text.strip():
-            for kind, words in knowledge.text_evidence(text):
-                if kind not in found:
-                    found[kind] = Evidence(kind, words, None, None, source, exact=False)
+    for text in dict.fromkeys(t for t in texts if isinstance(t, str) and t.strip()):
+        for kind, words in knowledge.text_evidence(text):
+            if kind not in found:
+                found[kind] = Evidence(kind, words, None, None, source, exact=False)
     return list(found.values())
 
 
