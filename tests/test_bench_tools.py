@@ -37,3 +37,7 @@ def test_a_sample_counts_for_the_deepest_part_it_is_in():
     assert profile.part_of(stack.rsplit(";", 1)[0]).startswith("reading the record")
     assert profile.part_of("ThreadWorker.handle (gunicorn/workers/gthread.py:553)").startswith("gunicorn")
     assert profile.part_of("something (elsewhere.py:1)") == "other"
+    # the knowledge is a package: its look-ups are a part of their own, not the caller's
+    looked_up = stack.rsplit(";", 1)[0] + ";Knowledge.text_evidence (cds_service/knowledge/model.py:252)"
+    assert profile.part_of(looked_up).startswith("code and text look-ups")
+    assert profile.part_of("Suppressor.apply (cds_service/suppression.py:105)").startswith("repeat-alert")
