@@ -204,7 +204,7 @@ class Knowledge:
     _diagnosis_prefixes: Mapping[tuple[str, str], tuple[tuple[str, DiagnosisMatch], ...]]  # by first 3 chars
     _text_kinds: Mapping[str, re.Pattern]  # kind -> words that are evidence of it in text
     _neutral: re.Pattern                   # phrases removed from text before matching
-    _any_text: re.Pattern                  # any kind's words or neutral phrase: most texts name none, one search says so
+    _any_text: re.Pattern                  # any kind's words or a neutral phrase: one search says a text names none
     _text_starts: TextStarts | None        # a quicker "names none" for most texts
     _meanings: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # (system, code) -> match
 

@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .model import CODE_STATUSES, DIAGNOSIS_KINDS, PREFIX_KEY, PREFIX_SYSTEMS, Code, CodeList, DiagnosisMatch, TextStarts, \
-    normalise, phrases
+from .model import CODE_STATUSES, DIAGNOSIS_KINDS, PREFIX_KEY, PREFIX_SYSTEMS, Code, CodeList, DiagnosisMatch, \
+    TextStarts, normalise, phrases
 from .toml_file import TomlFile
 
 
