@@ -74,13 +74,11 @@ class Suppressed:
 
 
 class Suppressor:
-    def __init__(self, store: storage.Store, key: str, minutes: int, now: Callable[[], datetime] = storage.utcnow,
-                 refresh_seconds: float = REFRESH_SECONDS):
+    def __init__(self, store: storage.Store, key: str, minutes: int, now: Callable[[], datetime] = storage.utcnow):
         self.store = store
         self.key = key.encode()
         self.window = timedelta(minutes=minutes)
         self.now = now
-        self.refresh_seconds = refresh_seconds
         self.monotonic = time.monotonic  # replaceable clock of the refreshes (tests move it)
         self.overrides: dict[str, datetime] = {}  # warning key -> overridden at, within the window
         self.read_at: datetime | None = None      # the database time of the last read, None: never read
@@ -141,7 +139,7 @@ class Suppressor:
         with self.starting:
             if self.monotonic() < self.next_read or not self.last_read.is_set():
                 return  # read lately, or a read (of a slow database) is still under way
-            self.next_read = self.monotonic() + self.refresh_seconds
+            self.next_read = self.monotonic() + REFRESH_SECONDS
             self.last_read = done = threading.Event()
             threading.Thread(target=self.read, args=(now, done), name="cds-repeat-alert-read", daemon=True).start()
         done.wait(READ_WAIT_SECONDS)

@@ -170,7 +170,7 @@ class TextStarts:
 
     @classmethod
     def of(cls, words: Iterable[str], acronyms: Iterable[str]) -> "TextStarts | None":
-        words, acronyms = [w.split()[0] if w.split() else "" for w in words], list(acronyms)
+        words, acronyms = [(w.split() or [""])[0] for w in words], list(acronyms)
         runs = [WORD_RUN.search(w) for w in words + acronyms]
         if not all(r and r.group(0).isascii() for r in runs):
             return None  # a phrase without a plain first run: only the search can be trusted
