@@ -11,6 +11,9 @@ PREFETCH = {
     "patient": "Patient/{{context.patientId}}",
     "conditions": "Condition?patient={{context.patientId}}",
     "medications": "MedicationRequest?patient={{context.patientId}}",
+    "medicationAdministrations": "MedicationAdministration?patient={{context.patientId}}",
+    "medicationStatements": "MedicationStatement?patient={{context.patientId}}",
+    "procedures": "Procedure?patient={{context.patientId}}",
 }
 
 
@@ -25,7 +28,8 @@ class Service:
         return {"hook": self.hook, "id": self.id, "title": self.title, "description": self.description,
                 "prefetch": PREFETCH,
                 "usageRequirements": "Imaging orders as R4 ServiceRequests coded in CPT, LOINC or SNOMED CT; "
-                                     "Patient, Conditions and MedicationRequests by prefetch or FHIR server access."}
+                                     "Patient, Conditions, MedicationRequests, MedicationAdministrations, "
+                                     "MedicationStatements and Procedures by prefetch or FHIR server access."}
 
 
 _ABOUT = ("ACR Appropriateness Criteria for imaging at initial staging of an asymptomatic child "
@@ -67,6 +71,7 @@ class HookRequest:
     prefetch: dict
     orders: tuple[dict, ...]   # the ServiceRequests to rate, as sent
     drafts: tuple[dict, ...]   # every ServiceRequest in draftOrders, as sent
+    basket: tuple[dict, ...] = ()  # every resource in draftOrders (the whole ordering basket), as sent
 
 
 def _field(container: dict, name: str, kind: type, path: str, required: bool = True) -> Any:
@@ -166,8 +171,8 @@ def parse(body: Any, service: Service, require_https: bool = False, limits: Limi
     if not isinstance(entries, list):
         raise HookError(400, "'context.draftOrders.entry' must be an array")
     check_limits(entries, prefetch, limits)
-    drafts = tuple(r for r in (e.get("resource") for e in entries if isinstance(e, dict))
-                   if isinstance(r, dict) and r.get("resourceType") == "ServiceRequest")
+    basket = tuple(r for r in (e.get("resource") for e in entries if isinstance(e, dict)) if isinstance(r, dict))
+    drafts = tuple(r for r in basket if r.get("resourceType") == "ServiceRequest")
     if service.hook == "order-select":
         selections = _field(context, "selections", list, "context.selections", required=False) or []
         by_reference = {f"ServiceRequest/{r.get('id')}": r for r in drafts if isinstance(r.get("id"), str)}
@@ -176,4 +181,4 @@ def parse(body: Any, service: Service, require_https: bool = False, limits: Limi
     else:
         orders = drafts
     return HookRequest(service, hook_instance, patient_id, fhir_server,
-                       token if isinstance(token, str) and token else None, prefetch, orders, drafts)
+                       token if isinstance(token, str) and token else None, prefetch, orders, drafts, basket)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Mapping
 
@@ -121,14 +121,24 @@ class HookHandler:
                               knowledge, self.client, started + self.deadline_seconds, self.on_fetch)
 
         # 3. facts, 4. decision, 5. cards
-        facts = patient_facts(data.patient, data.conditions, knowledge, data.gaps, data.medications)
+        facts = patient_facts(data.patient, data.conditions, knowledge, data.gaps, data.medications,
+                              data.patient_resource, today)
         by_reference = {f"Condition/{c.resource.get('id')}": c.resource for c in data.conditions}
-        orders, reasons, indications = [], [], {}
+        orders, reasons, indications, unclassified = [], [], {}, []
         for oid, procedure in found_orders:
             indication = order_indication(raw_orders[oid], by_reference, knowledge, facts.birth_date)
             indications[oid] = indication
             orders.append(Order(oid, procedure, indication.staging))
             reasons += indication.evidence
+            unclassified += indication.unclassified
+        # the rest of the ordering basket: what its reasons and notes say about the patient counts too
+        for other in request.basket:
+            if other.get("id") not in raw_orders and fhir_data.about_patient(other, request.patient_id):
+                indication = order_indication(other, by_reference, knowledge, facts.birth_date, details=False)
+                reasons += indication.evidence
+                unclassified += indication.unclassified
+        if unclassified:
+            facts = replace(facts, gaps=facts.gaps + tuple(unclassified))
         decision = decide(facts, orders, reasons, knowledge, today)
         drafted = {found[0].id for found in (match(r, knowledge, site) for r in request.drafts) if found}
         rendered = self.renderer.render(decision, facts, raw_orders, systems, drafted,
