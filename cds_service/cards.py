@@ -19,7 +19,9 @@ from .knowledge import Knowledge, Rating
 PAMA_PREFIX = "http://fhir.org/argonaut/Extension/pama-rating"
 PAMA_SYSTEM = "http://fhir.org/argonaut/CodeSystem/pama-rating"
 SUMMARY_MAX = 139
-DATA_NAMES = {"Condition": "diagnoses", "MedicationRequest": "medication orders", "Patient": "the patient record"}
+DATA_NAMES = {"Condition": "diagnoses", "MedicationRequest": "medication orders", "Patient": "the patient record",
+              "MedicationAdministration": "medication administrations", "MedicationStatement": "medication statements",
+              "Procedure": "procedures"}
 
 
 @dataclass(frozen=True)

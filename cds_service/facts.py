@@ -32,6 +32,7 @@ US_CORE_SEX = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-sex"
 SEX_FOR_CLINICAL_USE = "http://hl7.org/fhir/StructureDefinition/patient-sexParameterForClinicalUse"
 SEX_CODES = {"M": "male", "F": "female", "male": "male", "female": "female", "248153007": "male",
              "248152002": "female", "male-typical": "male", "female-typical": "female"}
+NEGATIONS = frozenset({"not", "no", "never", "non"})
 THERAPY_CHANNELS = ("MedicationRequest", "MedicationAdministration", "MedicationStatement", "Procedure")
 # The vocabularies a code without a known system is tried in, by what it codes.
 CONDITION_SYSTEMS = ("snomed", "icd10")
@@ -123,7 +124,8 @@ def is_empty(concept: Any) -> bool:
 def status(concept: Any, system: str, codes: set[str], words: Mapping[str, frozenset[str]] | None = None) -> str | None:
     """The HL7 status code, wherever its coding stands; UNKNOWN when a status is given but cannot be
     read from the HL7 code system (text only, local code, conflicting codes, a bare string), or when
-    another coding or the text says something else (`words`: what each HL7 code may be called)."""
+    another coding or the text names another status (`words`: the words of each HL7 code) or a negation
+    ("Relapsed" or "In remission" beside HL7 active). A local code that names no status ("A") is let be."""
     if concept is None:
         return None
     codings = concept_codings(concept)
@@ -133,10 +135,9 @@ def status(concept: Any, system: str, codes: set[str], words: Mapping[str, froze
         return UNKNOWN
     code = found.pop()
     if words is not None:
-        allowed = words.get(code, frozenset()) | {" ".join(tokens(code))}
-        said = [c.get(k) for c in codings for k in ("code", "display") if c.get("system") != system or k == "display"]
-        if any(isinstance(t, str) and t.strip() and " ".join(tokens(t)) not in allowed
-               for t in [*said, concept.get("text")]):
+        other = set().union(*(w for c, w in words.items() if c != code)) - words.get(code, frozenset()) | NEGATIONS
+        said = [c.get(k) for c in codings for k in ("code", "display")] + [concept.get("text")]
+        if any(isinstance(t, str) and other.intersection(tokens(t)) for t in said):
             return UNKNOWN
     return code
 
@@ -307,8 +308,8 @@ def contradiction(resource: dict, day: date | None, born: date | None, today: da
         return "its onset is after today"
     if today and recorded and recorded > today:
         return "its recorded date is after today"
-    if born and day and day < born:
-        return "its onset is before the birth date"
+    if born and day and day.year < born.year:  # a partial onset ("2019") counts from its first day
+        return "its onset is before the year of birth"
     if recorded and day and recorded < day - timedelta(days=1):
         return "it was recorded before its onset"
     return None
@@ -564,6 +565,7 @@ def order_indication(order: dict, conditions: Mapping[str, dict], knowledge: Kno
     staging_text = knowledge.policies.staging_text
 
     def classify(what: str, concept: Any) -> list[Evidence]:
+        """The concept's evidence; an unclassified Gap (and an unknown staging) when not accounted for."""
         found = concept_evidence([concept], knowledge, source, False)
         if any(e.kind in EXCLUDING for e in found):
             return found
@@ -574,25 +576,30 @@ def order_indication(order: dict, conditions: Mapping[str, dict], knowledge: Kno
             text = next((t for t, (a, _, _) in zip(texts, accounted) if not a), None) or "a code the service does not know"
             unclassified.append(Gap(kind, "unclassified", f"the {what} of {kind}/{oid} could not be classified: "
                                                           f"'{text[:80]}'"))
+            staging.append(None)
         return found
 
     for concept in listed(order.get("reasonCode")):
         if is_empty(concept):
             continue
+        before = len(staging)
         found = classify("reason", concept)
         evidence += found
         kinds = {e.kind for e in found}
         words = concept_texts(concept)
         stated.append(words[0] if words else "a coded reason")
-        staging.append(kinds <= {"all"} and ("all" in kinds or any(staging_text.search(t) for t in words)))
+        if len(staging) == before:  # classified: staging or not
+            staging.append(kinds <= {"all"} and ("all" in kinds or any(staging_text.search(t) for t in words)))
     for reference in listed(order.get("reasonReference")):
         ref = reference.get("reference") if isinstance(reference, dict) else None
         condition = contained.get(ref) or conditions.get(ref) if isinstance(ref, str) else None
         label = reference.get("display") if isinstance(reference, dict) and isinstance(reference.get("display"), str) else None
         stated.append(label or (ref if isinstance(ref, str) else "a reason that could not be read"))
         if condition is None:
+            before = len(staging)
             evidence += classify("reason", label) if label else []
-            staging.append(False)  # a reason that cannot be read is not known to be staging
+            if len(staging) == before:
+                staging.append(False)  # a reason that cannot be read is not known to be staging
             continue
         found = condition_evidence(condition, knowledge, born, valid=False, source=f"{source} ({ref})", as_reason=True)
         evidence += found
@@ -600,9 +607,13 @@ def order_indication(order: dict, conditions: Mapping[str, dict], knowledge: Kno
         if not kinds & set(ALL_KINDS + EXCLUDING) and (what := unaccounted(condition, knowledge)):
             unclassified.append(Gap(kind, "unclassified", f"the reason of {kind}/{oid} could not be classified: "
                                                           f"'{what[:80]}'"))
-        staging.append(bool(found) and kinds <= set(ALL_KINDS) and "all" in kinds)
+            staging.append(None)
+        else:
+            staging.append(bool(found) and kinds <= set(ALL_KINDS) and "all" in kinds)
     for what, value in order_texts(order) if details else ():
         evidence += classify(what, value)
     if order.get("doNotPerform") is True:
         staging.append(False)
-    return Indication(tuple(evidence), all(staging) if staging else None, tuple(stated), tuple(unclassified))
+    # False when any reason is another question; None when none is, but one could not be classified
+    verdict = False if False in staging else None if None in staging or not staging else True
+    return Indication(tuple(evidence), verdict, tuple(stated), tuple(unclassified))

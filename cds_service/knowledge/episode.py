@@ -79,7 +79,7 @@ class Lexicon:
                     found.append(Found(hit[0], hit[1], i, i + n))
                     covered_to = max(covered_to, i + n)
                     break
-            if i >= covered_to:
+            if i >= covered_to and not word.isdigit():  # numbers (values, dates) claim nothing by themselves
                 uncovered.append(i)
         return found, uncovered
 
@@ -99,7 +99,7 @@ class Episode:
     icd_codes: Mapping[str, tuple[str, str]]     # normalised code or prefix ("R16*") -> (kind, label)
     lexicon: Lexicon
     family: re.Pattern                           # a family-history clause: not the patient's
-    status_words: Mapping[str, Mapping[str, frozenset[str]]]  # clinical/verification -> HL7 code -> words
+    status_words: Mapping[str, Mapping[str, frozenset[str]]]  # clinical/verification -> HL7 code -> its words
     hpo_version: str
 
     def icd_class(self, code: str) -> tuple[str, str] | None:
@@ -150,7 +150,7 @@ def read(f: TomlFile, lexicon: TomlFile, all_words: Iterable[str], staging_words
         entries += [(p, "expected", group["label"]) for p in group["phrases"]]
     entries += [(p, "neutral", p) for p in f.strings(text, "neutral", "text")]
     status = f.get(d, "status", "", dict)
-    status_words = {axis: {code: frozenset(" ".join(tokens(w)) for w in words)
+    status_words = {axis: {code: frozenset(t for w in words for t in tokens(w))
                            for code, words in f.get(status, axis, "status", dict).items()}
                     for axis in ("clinical", "verification")}
     family = re.compile(r"(?i)\b(?:family history|family hx|fhx|fh)\b[^,;.\n]*")
