@@ -236,22 +236,29 @@ class Renderer:
     def relied_on(self, scope: Scope, facts: PatientFacts) -> str:
         items = [self.person(scope)]
         items += [self.diagnosis(d) for d in scope.diagnoses] or ["no active ALL diagnosis recorded"]
-        others = [d for d in facts.evidence if d.kind not in ("symptom", "therapy") and d not in scope.diagnoses]
+        others = [d for d in facts.evidence if d.kind not in ("symptom", "therapy", "expected", "benign")
+                  and d not in scope.diagnoses]
         items += [f"also recorded: {self.coded(d)}" for d in others]
+        for kind, words in (("expected", "expected at ALL diagnosis"), ("benign", "unrelated to staging")):
+            if found := list(dict.fromkeys(self.coded(d) for d in facts.evidence if d.kind == kind)):
+                items.append(f"classified as {words}: " + ", ".join(found))
         items.append("symptoms: " + ", ".join(self.coded(d) for d in scope.symptoms) if scope.symptoms
-                     else "no symptoms recorded")
+                     else f"no symptoms recorded ({facts.classified} other current diagnoses classified)"
+                     if facts.classified else "no symptoms recorded")
         if scope.therapy:
             items.append("therapy: " + ", ".join(self.coded(d) for d in scope.therapy))
         elif facts.medications_read is None:
             items.append(f"therapy not checked (no medication data; a diagnosis within "
                          f"{self.k.policies.new_within_days} days stands in)")
         elif facts.medications_read:
-            items.append(f"no ALL therapy among {facts.medications_read} medication orders")
+            items.append(f"no ALL therapy among {facts.medications_read} medication and procedure records")
         else:
             items.append("no medication orders on record")
-        unread = sorted({DATA_NAMES.get(g.data, g.data) for g in facts.gaps if g.could_hide_evidence})
+        unread = sorted({DATA_NAMES.get(g.data, g.data) for g in facts.gaps if g.kind in ("unread", "unreadable")})
         if unread:
             items.append("not read in full: " + ", ".join(unread))
+        if unclassified := sum(g.kind == "unclassified" for g in facts.gaps):
+            items.append(f"{unclassified} item{'s' * (unclassified > 1)} could not be classified")
         if invalid := sum(g.kind == "invalid" for g in facts.gaps):
             items.append(f"{invalid} invalid diagnosis record{'s' * (invalid > 1)} read only for what takes the child out")
         if skipped := sum(g.kind == "skipped" for g in facts.gaps):

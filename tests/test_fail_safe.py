@@ -392,7 +392,7 @@ def test_control_other_medications_do_not_count(client):
     ondansetron = medication_request(coded(RXNORM, "26225", "ondansetron"))
     [card] = cards(call(client, medications=[ondansetron]))
     assert card["indicator"] == "warning"
-    assert "no ALL therapy among 1 medication orders" in card["detail"]
+    assert "no ALL therapy among 1 medication and procedure records" in card["detail"]
 
 
 @pytest.mark.parametrize("code", ["D70.1", "Z51.11", "T45.1X5A", "Z92.21"])
@@ -428,10 +428,12 @@ def test_a_failed_medication_search_does_not_withhold_but_is_said(client):
     assert "not read in full: medication orders" in card["detail"]
 
 
-def test_a_medication_that_cannot_be_identified_is_said(client):
+def test_a_medication_that_cannot_be_identified_withholds_the_rating(client):
+    """It could be the therapy (closed world): no rating, and the card names it."""
     unknown = medication_request(medicationReference={"reference": "Medication/elsewhere"})
-    [card] = cards(call(client, medications=[unknown]))
-    assert "not read in full: medication orders" in card["detail"]
+    [card] = not_warned(call(client, medications=[unknown]))
+    assert "withheld" in card["summary"]
+    assert "MedicationRequest/" in card["detail"] and "could not be identified" in card["detail"]
 
 
 # -- 7. symptoms as EHRs code them ---------------------------------------------------------------
