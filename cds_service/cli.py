@@ -10,7 +10,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from . import fhir_export, sitecodes, suppression
+from . import fhir_export, governance, sitecodes, suppression
 from .storage import Database, Store, default_url, format_report, migrate
 
 INSTANCE_DIR = "instance"
@@ -22,9 +22,11 @@ def database_url(explicit: str | None = None) -> str:
 
 
 def full_report(store: Store) -> str:
-    """The report: cards per rule with their feedback, unmatched imaging orders, suppressed repeats."""
+    """The report: cards per rule with their feedback, unmatched imaging orders, suppressed repeats, orders
+    per day and the cards withheld from the EHR (silent mode, rules off)."""
     return "\n\n".join([format_report(store.report()), sitecodes.format_report(sitecodes.report(store)),
-                        suppression.format_report(suppression.report(store))])
+                        suppression.format_report(suppression.report(store)),
+                        governance.format_report(governance.report(store))])
 
 
 def main(argv: list[str] | None = None) -> int:
