@@ -10,7 +10,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from . import fhir_export, governance, sitecodes, suppression
+from . import fhir_export, governance, review, sitecodes, suppression
 from .storage import Database, Store, default_url, format_report, migrate
 
 INSTANCE_DIR = "instance"
@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--database-url", metavar="URL",
                              help="SQLAlchemy URL (default: $CDS_DATABASE_URL, else sqlite file ./instance/cds.db)")
     fhir_export.add_export_command(commands)
+    review.add_commands(commands)
     explain = commands.add_parser(
         "explain", help="why a hook request gets the cards it gets (or none), step by step",
         description="Run a hook request (a JSON file) through the decision and print each step.")
