@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     for command in (report, upgrade):
         command.add_argument("--database-url", metavar="URL",
                              help="SQLAlchemy URL (default: $CDS_DATABASE_URL, else sqlite file ./instance/cds.db)")
+    report.add_argument("--html", metavar="FILE", help="write the monitoring report with charts to FILE (one "
+                                                       "self-contained HTML page that needs no network)")
     fhir_export.add_export_command(commands)
     review.add_commands(commands)
     explain = commands.add_parser(
@@ -67,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         store = Store(database_url(args.database_url))
         try:
+            if args.html:
+                from .monitoring import write
+                write(store, args.html)
+                print(args.html)
+                return 0
             print(full_report(store))
         finally:
             store.close()
