@@ -85,7 +85,7 @@ def procedure_page(procedure_id: str):
 @bp.get(page_urls.HAZARD_LOG)
 def hazard_log_page():
     try:
-        log = hazards.load()
+        log = hazards.load(hazards.default_path(current_app.extensions["cds"].settings.knowledge_dir))
     except hazards.HazardLogError:
         abort(404)  # not deployed with this copy of the service
     return render_template("guidance/hazards.html", log=log)

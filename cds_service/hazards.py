@@ -49,8 +49,10 @@ class HazardLog:
     hazards: tuple[Hazard, ...]
 
 
-def default_path() -> Path:
-    return Path(__file__).resolve().parent.parent / "safety" / "hazard-log.toml"
+def default_path(knowledge_dir: str = "") -> Path:
+    """safety/hazard-log.toml beside the knowledge folder (CDS_KNOWLEDGE_DIR, else the repository's)."""
+    root = Path(knowledge_dir).resolve().parent if knowledge_dir else Path(__file__).resolve().parent.parent
+    return root / "safety" / "hazard-log.toml"
 
 
 def load(path: Path | str | None = None) -> HazardLog:
