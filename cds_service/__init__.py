@@ -52,7 +52,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
                                        development=not settings.production, claim_jti=store.claim_jti)
     handler = build_handler(settings, kb, on_unmatched=sitecodes.UnmatchedCounter(store),
                             suppressor=suppression.from_settings(store, settings))
-    handler.governance = governance.Governance(store, governance.switches_from_settings(settings, kb))
+    handler.governance = governance.Governance(governance.switches_from_settings(settings, kb), store)
     fhir_servers = FhirServerPolicy(auth.parse_trusted_issuers(settings.trusted_issuers)[1], settings.production)
     limits = Limits.of(settings)
     app.extensions["cds"] = Runtime(settings, kb, handler, store, storage.AuditWriter(store, kb.release.label), authenticator,

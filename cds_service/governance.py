@@ -113,15 +113,18 @@ def switches_from_settings(settings, k: Knowledge) -> Switches:
 
 
 class Governance:
-    """Applies the switches to an answer and records what was withheld and the orders' outcomes."""
+    """Applies the switches to an answer and records what was withheld and the orders' outcomes (without a
+    store, e.g. for `cds-service explain`, it records nothing)."""
 
-    def __init__(self, store: storage.Store, switches: Switches = Switches()):
+    def __init__(self, switches: Switches = Switches(), store: storage.Store | None = None):
         self.switches = switches
-        self.writer = statement_writer(store, "governance")
-        self._withheld = store.insert(withheld_cards).on_conflict_do_nothing(index_elements=["card_uuid"])
-        counted = store.insert(daily_orders)
-        self._count = counted.on_conflict_do_update(
-            index_elements=["day", "outcome"], set_={"count": daily_orders.c["count"] + counted.excluded["count"]})
+        self.writer = statement_writer(store, "governance") if store else None
+        if store:
+            self._withheld = store.insert(withheld_cards).on_conflict_do_nothing(index_elements=["card_uuid"])
+            counted = store.insert(daily_orders)
+            self._count = counted.on_conflict_do_update(
+                index_elements=["day", "outcome"],
+                set_={"count": daily_orders.c["count"] + counted.excluded["count"]})
         if switches.silent_all:
             log.warning("silent mode: every rule is decided and audited, no card or rating reaches the EHR "
                         "(CDS_SILENT=all)")
@@ -145,7 +148,7 @@ class Governance:
         if actions:
             body["systemActions"] = actions
             body["extension"] = {"systemActions": actions}  # the CDS Hooks Sandbox reads only this
-        if record and withheld:
+        if record and withheld and self.writer:
             now = storage.utcnow()
             self.writer.submit((self._withheld, [{"card_uuid": uuid[:ID_MAX], "withheld_at": now, "why": why,
                                                   "reason": reason[:ID_MAX] if reason else None}
@@ -155,11 +158,12 @@ class Governance:
     def count(self, outcomes: Mapping[str, int]) -> None:
         day = storage.utcnow().date().isoformat()
         rows = [{"day": day, "outcome": o, "count": n} for o, n in outcomes.items() if n]
-        if rows:
+        if rows and self.writer:
             self.writer.submit((self._count, rows))
 
     def flush(self) -> None:
-        self.writer.flush()
+        if self.writer:
+            self.writer.flush()
 
 
 def order_outcomes(evaluation, unmatched: int) -> dict[str, int]:

@@ -57,7 +57,8 @@ def collect(store: Store) -> dict:
                       "override_rate": r["overridden"] / answered if answered else None})
     days = [{"day": d, **counts, "seen": sum(counts.values()), "warnings": warnings.get(d, 0)}
             for d, counts in gov["days"].items()]
-    return {"days": days, "rules": rules, "releases": [(v or "(not recorded)", n) for v, n in releases], "withheld": gov["withheld"], "unmatched": sitecodes.report(store),
+    return {"days": days, "rules": rules, "releases": [(v or "(not recorded)", n) for v, n in releases],
+            "withheld": gov["withheld"], "unmatched": sitecodes.report(store),
             "suppressed": suppression.report(store)}
 
 

@@ -3,6 +3,7 @@ audit row, discovery entry and guidance page; silent mode (CDS_SILENT) and the s
 (CDS_RULES_OFF); the imaging orders per day by outcome."""
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -174,3 +175,12 @@ def test_every_imaging_order_is_counted_by_outcome(tmp_path):
     assert "withheld" in app.test_client().post(f"/cds-services/{SELECT}", json=unread).get_json()["cards"][0]["summary"]
     [counts] = governance.report(flush(app))["days"].values()
     assert counts == {"rated": 3, "not-rated": 1, "withheld": 1, "unmatched": 1}
+
+
+def test_explain_names_the_cards_kept_from_the_ehr(tmp_path, monkeypatch, capsys):
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps(hook_request([service_request("ct", "71250")])), encoding="utf-8")
+    monkeypatch.setenv("CDS_SILENT", "all")
+    assert cli.main(["explain", str(request)]) == 0
+    out = capsys.readouterr().out
+    assert f"   kept from the EHR: {CT_CHEST_RULE} (silent mode, CDS_SILENT)" in out and "   no cards" in out

@@ -15,14 +15,14 @@ from . import policies as _policies, procedures as _procedures, release as _rele
     valuesets as _valuesets
 from .model import (CODE_STATUSES, DIAGNOSIS_KINDS, PREFIX_KEY, PREFIX_SYSTEMS, RESULT_KINDS, SEXES,
                     SUMMARY_LIMIT, Code, CodeList, DiagnosisMatch, Knowledge, KnowledgeError, OutOfScopeReason,
-                    Policies, Procedure, RadiationLevel, Rating, Release, Source, Statement, Topic, Variant, VariantRating,
-                    default_directory, normalise, phrases)
+                    Policies, Procedure, RadiationLevel, Rating, Release, Source, Statement, Topic, Variant,
+                    VariantRating, default_directory, normalise, phrases)
 from .toml_file import TomlFile
 
 __all__ = ["load", "Knowledge", "KnowledgeError", "TomlFile", "default_directory", "normalise", "phrases",
            "Code", "CodeList", "DiagnosisMatch", "OutOfScopeReason", "Policies", "Procedure", "RadiationLevel",
-           "Rating", "Release", "Source", "Statement", "Topic", "Variant", "VariantRating", "CODE_STATUSES", "DIAGNOSIS_KINDS",
-           "PREFIX_KEY", "PREFIX_SYSTEMS", "RESULT_KINDS", "SEXES", "SUMMARY_LIMIT"]
+           "Rating", "Release", "Source", "Statement", "Topic", "Variant", "VariantRating", "CODE_STATUSES",
+           "DIAGNOSIS_KINDS", "PREFIX_KEY", "PREFIX_SYSTEMS", "RESULT_KINDS", "SEXES", "SUMMARY_LIMIT"]
 
 
 def load(directory: Path | str | None = None) -> Knowledge:
