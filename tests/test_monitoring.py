@@ -12,6 +12,8 @@ from builders import SELECT, TODAY, hook_request, service_request
 from cds_service import cli, create_app, monitoring, storage
 from cds_service.storage import audit
 
+from databases import url  # noqa: F401  (the url fixture: SQLite, and PostgreSQL when configured)
+
 OVERRIDE = {"code": "protocol", "system": "urn:cds-service:acr-leukemia-staging:override-reason",
             "display": "Required by the treatment protocol or a clinical trial"}
 CT_CHEST_RULE = "all-child-initial-staging-asymptomatic-chest/ct-chest"
@@ -109,3 +111,23 @@ def test_the_report_shows_each_chart_offline_and_passes_axe(report, browser_page
     from axe_playwright_python.sync_playwright import Axe
     results = Axe().run(page)
     assert results.violations_count == 0, results.generate_report()
+
+
+def test_the_report_reads_the_same_on_each_database(url):
+    """SQLite and PostgreSQL (when configured): days in UTC, warnings joined to their calls, silent cards."""
+    app = app_on(url, silent="statement/mr-brain")
+    client = app.test_client()
+    card = client.post(f"/cds-services/{SELECT}", json=hook_request([service_request("ct", "71250")])).get_json()["cards"][0]
+    client.post(f"/cds-services/{SELECT}", json=hook_request([service_request("mr", "70551")]))
+    flush(app)
+    client.post(f"/cds-services/{SELECT}/feedback", json={"feedback": [
+        {"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-12-01T10:01:00Z",
+         "overrideReason": {"reason": OVERRIDE}}]})
+    data = monitoring.collect(app.extensions["cds"].store)
+    today = storage.utcnow().date().isoformat()
+    assert [(d["day"], d["seen"], d["rated"], d["not-rated"], d["warnings"]) for d in data["days"]] == [(today, 2, 1, 1, 1)]
+    assert [(r["rule"], r["shown"], r["overridden"], r["override_rate"]) for r in data["rules"]] == [
+        (CT_CHEST_RULE, 1, 1, 1.0), ("statement/mr-brain", 0, 0, None)]
+    assert data["releases"] == [(app.extensions["cds"].knowledge.release.label, 2)]
+    assert "<svg" in monitoring.render(data)
+    app.extensions["cds"].store.close()
