@@ -135,6 +135,9 @@ def diff(old_dir: str, new_dir: str, today: date | None = None, request_files: I
     old, new = knowledge.load(old_dir), knowledge.load(new_dir)
     today = today or date.today()
     files = sorted(FIXTURES.glob("*.json")) if request_files is None else list(request_files)
+    if not demo.load():
+        raise knowledge.KnowledgeError("no demo patients (demo/patients/) beside the package: run the diff from a "
+                                       "checkout of the repository, where the corpus is")
     cases = corpus(old, new, today, files)
     handlers = []
     for k in (old, new):
