@@ -216,7 +216,8 @@ class Exporter:
 
     def capability(self) -> dict:
         kinds = sorted({r["resourceType"] for r in self.all()})
-        return {"resourceType": "CapabilityStatement", "status": "active", "date": date.today().isoformat(),
+        return {"resourceType": "CapabilityStatement", "version": self.k.release.label, "status": "active",
+                "date": date.today().isoformat(),
                 "publisher": PUBLISHER, "kind": "instance", "fhirVersion": FHIR_VERSION, "format": ["json"],
                 "implementation": {"description": "The ACR staging knowledge of this CDS service, read-only",
                                    "url": f"{self.base}/fhir"},

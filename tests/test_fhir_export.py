@@ -76,10 +76,11 @@ def test_every_condition_is_fhirpath_with_an_expression(bundle):
                 assert expression["language"] == "text/fhirpath" and expression["expression"], condition
 
 
-def test_every_canonical_resource_carries_the_knowledge_release(k, bundle):
+def test_every_canonical_resource_carries_the_knowledge_release(k, bundle, client):
     assert k.release.version == "1.0.0" and len(k.release.digest) == 64
     for entry in bundle["entry"]:
         assert entry["resource"]["version"] == k.release.label == f"1.0.0+{k.release.digest[:12]}"
+    assert client.get("/fhir/metadata").get_json()["version"] == k.release.label
 
 
 def test_canonical_urls_come_from_the_configured_canonical_base(make_client):
