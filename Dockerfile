@@ -20,6 +20,7 @@ COPY cds_service/ cds_service/
 # hadolint ignore=DL3013
 RUN pip install ".[postgres]"
 COPY knowledge/ knowledge/
+COPY safety/ safety/
 COPY gunicorn.conf.py ./
 RUN mkdir -p /app/instance /tmp/cds-metrics && chown cds:cds /app/instance /tmp/cds-metrics
 

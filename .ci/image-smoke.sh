@@ -9,7 +9,7 @@ work=$(mktemp -d)
 pid=
 trap 'if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
 mkdir -p "$work/app/instance" "$work/metrics"
-cp -r "$root/pyproject.toml" "$root/README.md" "$root/cds_service" "$root/knowledge" "$root/gunicorn.conf.py" "$work/app/"
+cp -r "$root/pyproject.toml" "$root/README.md" "$root/cds_service" "$root/knowledge" "$root/safety" "$root/gunicorn.conf.py" "$work/app/"
 python3 -m venv "$work/venv"
 "$work/venv/bin/pip" install -q "$work/app[postgres]"
 echo '{"keys": []}' > "$work/jwks.json"
@@ -43,6 +43,7 @@ check 200 GET /health
 check 200 GET /ready
 check 200 GET /openapi.json
 check 200 GET /guidance/
+check 200 GET /guidance/hazard-log
 check 200 GET /fhir/metadata
 check 401 GET /cds-services
 check 401 POST /cds-services/acr-all-staging-order-select

@@ -9,8 +9,8 @@ from typing import Any, Mapping
 from flask import Flask
 from flask_cors import CORS
 
-from . import (api, auth, config, demo, explain, fhir_export, guidance, jsonio, knowledge, observability, openapi,
-               sitecodes, storage, suppression)
+from . import (api, auth, config, demo, explain, fhir_export, governance, guidance, jsonio, knowledge, observability,
+               openapi, sitecodes, storage, suppression)
 from .cli import report_command
 from .fhir_data import FhirClient
 from .fhir_servers import FhirServerPolicy
@@ -52,9 +52,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
                                        development=not settings.production, claim_jti=store.claim_jti)
     handler = build_handler(settings, kb, on_unmatched=sitecodes.UnmatchedCounter(store),
                             suppressor=suppression.from_settings(store, settings))
+    handler.governance = governance.Governance(governance.switches_from_settings(settings, kb), store)
     fhir_servers = FhirServerPolicy(auth.parse_trusted_issuers(settings.trusted_issuers)[1], settings.production)
     limits = Limits.of(settings)
-    app.extensions["cds"] = Runtime(settings, kb, handler, store, storage.AuditWriter(store), authenticator,
+    app.extensions["cds"] = Runtime(settings, kb, handler, store, storage.AuditWriter(store, kb.release.label), authenticator,
                                     fhir_servers, limits)
 
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()] \
@@ -69,6 +70,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     demo.register(app)
     openapi.register(app)
     app.cli.add_command(report_command)
+    log.info("knowledge loaded", extra={"fields": {"event": "knowledge", "release": kb.release.version,
+                                                    "digest": kb.release.digest, "procedures": len(kb.procedures)}})
     if not settings.production:
         log.warning("development mode: hook calls without a token are accepted and the CDS Hooks Sandbox's "
                     "issuer is trusted; set CDS_ENV=production for a real EHR")

@@ -86,7 +86,7 @@ def authenticate():
 
 @bp.get("/cds-services")
 def discovery():
-    return {"services": [s.discovery() for s in hooks.SERVICES.values()]}
+    return {"services": [s.discovery(runtime().knowledge.release) for s in hooks.SERVICES.values()]}
 
 
 @bp.post("/cds-services/<service_id>")

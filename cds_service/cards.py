@@ -64,7 +64,8 @@ class Renderer:
     def source(self, rule: str) -> dict:
         topic = self.k.topic
         return {"label": topic.label, "url": topic.url,
-                "topic": {"system": topic.topic_system, "code": rule, "display": topic.title}}
+                "topic": {"system": topic.topic_system, "code": rule, "display": topic.title,
+                          "version": self.k.release.label}}  # the knowledge release that decided
 
     def category(self, rating: Rating) -> dict:
         return {"system": self.k.acr_category_system, "code": rating.id, "display": rating.label}

@@ -10,7 +10,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from . import fhir_export, sitecodes, suppression
+from . import fhir_export, governance, review, sitecodes, suppression
 from .storage import Database, Store, default_url, format_report, migrate
 
 INSTANCE_DIR = "instance"
@@ -22,9 +22,11 @@ def database_url(explicit: str | None = None) -> str:
 
 
 def full_report(store: Store) -> str:
-    """The report: cards per rule with their feedback, unmatched imaging orders, suppressed repeats."""
+    """The report: cards per rule with their feedback, unmatched imaging orders, suppressed repeats, orders
+    per day and the cards withheld from the EHR (silent mode, rules off)."""
     return "\n\n".join([format_report(store.report()), sitecodes.format_report(sitecodes.report(store)),
-                        suppression.format_report(suppression.report(store))])
+                        suppression.format_report(suppression.report(store)),
+                        governance.format_report(governance.report(store))])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     for command in (report, upgrade):
         command.add_argument("--database-url", metavar="URL",
                              help="SQLAlchemy URL (default: $CDS_DATABASE_URL, else sqlite file ./instance/cds.db)")
+    report.add_argument("--html", metavar="FILE", help="write the monitoring report with charts to FILE (one "
+                                                       "self-contained HTML page that needs no network)")
     fhir_export.add_export_command(commands)
+    review.add_commands(commands)
     explain = commands.add_parser(
         "explain", help="why a hook request gets the cards it gets (or none), step by step",
         description="Run a hook request (a JSON file) through the decision and print each step.")
@@ -64,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         store = Store(database_url(args.database_url))
         try:
+            if args.html:
+                from .monitoring import write
+                write(store, args.html)
+                print(args.html)
+                return 0
             print(full_report(store))
         finally:
             store.close()

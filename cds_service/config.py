@@ -37,6 +37,9 @@ class Settings:
     site_codes: str = ""                     # CDS_SITE_CODES: CSV file mapping local order codes to procedures
     repeat_alert_minutes: int = 60           # CDS_REPEAT_ALERT_MINUTES: an overridden warning is not repeated; 0: off
     patient_hash_key: str = ""               # CDS_PATIENT_HASH_KEY: HMAC key of patient ids at rest and in logs
+    silent: str = ""                         # CDS_SILENT: all, or rule ids: decided and audited, not shown
+    rules_off: str = ""                      # CDS_RULES_OFF: TOML file of the rules this site turned off
+    canonical_base: str = ""                 # CDS_CANONICAL_BASE: base of the FHIR canonical URLs
 
     @property
     def production(self) -> bool:

@@ -6,6 +6,9 @@ from typing import Any
 
 from .config import Settings
 from .fhir_servers import Refused, normalise
+from .knowledge import Release
+
+CDS_HOOKS_VERSION = "2.0.1"  # the specification implemented, in discovery (`version`, as CDS Hooks 3.0 names it)
 
 PREFETCH = {
     "patient": "Patient/{{context.patientId}}",
@@ -24,12 +27,15 @@ class Service:
     title: str
     description: str
 
-    def discovery(self) -> dict:
-        return {"hook": self.hook, "id": self.id, "title": self.title, "description": self.description,
-                "prefetch": PREFETCH,
+    def discovery(self, release: Release | None = None) -> dict:
+        entry = {"hook": self.hook, "id": self.id, "title": self.title, "description": self.description,
+                 "prefetch": PREFETCH, "version": CDS_HOOKS_VERSION,
                 "usageRequirements": "Imaging orders as R4 ServiceRequests coded in CPT, LOINC or SNOMED CT; "
                                      "Patient, Conditions, MedicationRequests, MedicationAdministrations, "
                                      "MedicationStatements and Procedures by prefetch or FHIR server access."}
+        if release:
+            entry["extension"] = {"knowledge-release": {"version": release.version, "digest": release.digest}}
+        return entry
 
 
 _ABOUT = ("ACR Appropriateness Criteria for imaging at initial staging of an asymptomatic child "

@@ -10,7 +10,7 @@ from typing import Mapping
 from fhir.resources.R4B.servicerequest import ServiceRequest
 from pydantic import ValidationError
 
-from . import fhir_data, sitecodes
+from . import fhir_data, governance, sitecodes
 from .cards import Rendered, Renderer
 from .decide import Decision, Order, decide
 from .facts import Indication, PatientFacts, order_indication, patient_facts
@@ -44,6 +44,7 @@ class Evaluation:
     decision: Decision | None = None
     outcome: Outcome = field(default_factory=lambda: Outcome(Rendered({"cards": []}, ()), "none"))
     suppressed: tuple = ()    # warnings left out: overridden for this patient and order within the window
+    withheld: tuple = ()      # (card uuid, why, reason) of cards kept from the EHR: silent mode, rules off
 
 
 def match(resource: dict, knowledge: Knowledge, site: SiteCodes = SiteCodes()):
@@ -74,6 +75,7 @@ class HookHandler:
         self.suppressor = suppressor  # suppression.Suppressor, or None: every warning is shown
         self.today = date.today  # replaceable clock (tests pin it)
         self.base_url = lambda: ""  # the external base URL for the cards' links (set by create_app)
+        self.governance = None  # governance.Governance: silent mode, rules off, orders per day (set by create_app)
 
     def handle(self, request: HookRequest) -> Outcome:
         return self.evaluate(request).outcome
@@ -85,7 +87,7 @@ class HookHandler:
         today = self.today()
 
         # 1. which selected orders are imaging studies the knowledge knows (validated)
-        found_orders, raw_orders, systems, recognised = [], {}, {}, []
+        found_orders, raw_orders, systems, recognised, unmatched_count = [], {}, {}, [], 0
         for raw in request.orders:
             found = match(raw, knowledge, site)
             oid = raw.get("id") if isinstance(raw.get("id"), str) else None
@@ -93,6 +95,7 @@ class HookHandler:
                 unmatched = sitecodes.imaging_looking(raw, knowledge, site)
                 if unmatched and record:
                     self.on_unmatched(*unmatched)
+                unmatched_count += bool(unmatched)
                 recognised.append(Recognition(oid, None, None, None, "no coding of the order is a study the "
                                               "knowledge or the site code map knows"))
                 continue
@@ -114,7 +117,7 @@ class HookHandler:
             systems[model.id] = system
             recognised.append(Recognition(model.id, procedure, system, code, ""))
         if not found_orders:
-            return Evaluation(tuple(recognised))
+            return self.governed(Evaluation(tuple(recognised)), unmatched_count, record)
 
         # 2. the patient's data
         data = fhir_data.load(request.prefetch, request.patient_id, request.fhir_server, request.access_token,
@@ -148,4 +151,15 @@ class HookHandler:
         if self.suppressor:
             rendered, suppressed = self.suppressor.apply(rendered, request.patient_id, record)
         outcome = Outcome(rendered, "fhir" if data.fetched else "prefetch")
-        return Evaluation(tuple(recognised), facts, indications, decision, outcome, suppressed)
+        return self.governed(Evaluation(tuple(recognised), facts, indications, decision, outcome, suppressed),
+                             unmatched_count, record)
+
+    def governed(self, evaluation: Evaluation, unmatched: int, record: bool) -> Evaluation:
+        """The answer less what silent mode and the site's rule switches keep from the EHR; the orders'
+        outcomes counted for the report."""
+        if self.governance is None:
+            return evaluation
+        if record:
+            self.governance.count(governance.order_outcomes(evaluation, unmatched))
+        rendered, withheld = self.governance.apply(evaluation.outcome.rendered, record)
+        return replace(evaluation, outcome=replace(evaluation.outcome, rendered=rendered), withheld=withheld)

@@ -11,17 +11,18 @@ import re
 from pathlib import Path
 from types import MappingProxyType
 
-from . import episode as _episode, policies as _policies, procedures as _procedures, scenario as _scenario, valuesets as _valuesets
+from . import episode as _episode, policies as _policies, procedures as _procedures, release as _release, \
+    scenario as _scenario, valuesets as _valuesets
 from .model import (CODE_STATUSES, DIAGNOSIS_KINDS, PREFIX_KEY, PREFIX_SYSTEMS, RESULT_KINDS, SEXES,
                     SUMMARY_LIMIT, Code, CodeList, DiagnosisMatch, Knowledge, KnowledgeError, OutOfScopeReason,
-                    Policies, Procedure, RadiationLevel, Rating, Source, Statement, Topic, Variant, VariantRating,
-                    default_directory, normalise, phrases)
+                    Policies, Procedure, RadiationLevel, Rating, Release, Source, Statement, Topic, Variant,
+                    VariantRating, default_directory, normalise, phrases)
 from .toml_file import TomlFile
 
 __all__ = ["load", "Knowledge", "KnowledgeError", "TomlFile", "default_directory", "normalise", "phrases",
            "Code", "CodeList", "DiagnosisMatch", "OutOfScopeReason", "Policies", "Procedure", "RadiationLevel",
-           "Rating", "Source", "Statement", "Topic", "Variant", "VariantRating", "CODE_STATUSES", "DIAGNOSIS_KINDS",
-           "PREFIX_KEY", "PREFIX_SYSTEMS", "RESULT_KINDS", "SEXES", "SUMMARY_LIMIT"]
+           "Rating", "Release", "Source", "Statement", "Topic", "Variant", "VariantRating", "CODE_STATUSES",
+           "DIAGNOSIS_KINDS", "PREFIX_KEY", "PREFIX_SYSTEMS", "RESULT_KINDS", "SEXES", "SUMMARY_LIMIT"]
 
 
 def load(directory: Path | str | None = None) -> Knowledge:
@@ -38,6 +39,7 @@ def load(directory: Path | str | None = None) -> Knowledge:
     indication = files["policies"].data.get("indication", {})
     episode = _episode.read(files["episode"], files["hpo_lexicon"], [*text.get("words", []), *text.get("acronyms", [])],
                             [*indication.get("staging_words", []), *indication.get("staging_acronyms", [])])
+    release = _release.read(directory)
     return Knowledge(
         topic=scenario.topic, sources=MappingProxyType({sid: s.title for sid, s in scenario.sources.items()}),
         ratings=MappingProxyType(scenario.ratings), variants=scenario.variants,
@@ -56,4 +58,5 @@ def load(directory: Path | str | None = None) -> Knowledge:
         _any_text=re.compile("|".join(f"(?:{p.pattern})" for p in (valuesets.neutral, *valuesets.text_kinds.values()))),
         _text_starts=valuesets.text_starts,
         episode=episode,
+        release=release,
     )

@@ -147,6 +147,24 @@ class Source:
 
 
 @dataclass(frozen=True)
+class Release:
+    version: str  # release.toml's version, e.g. 1.0.0
+    digest: str   # SHA-256 (hex) over the folder's .toml files, names and contents
+
+    @property
+    def short(self) -> str:
+        return self.digest[:12]
+
+    @property
+    def label(self) -> str:
+        """Version and digest in one string (semver build metadata), e.g. 1.0.0+3f9a1c2b7d4e."""
+        return f"{self.version}+{self.short}"
+
+
+UNVERSIONED = Release("0", "0" * 64)
+
+
+@dataclass(frozen=True)
 class Topic:
     title: str
     label: str
@@ -207,6 +225,7 @@ class Knowledge:
     _any_text: re.Pattern                  # any kind's words or a neutral phrase: one search says a text names none
     _text_starts: TextStarts | None        # a quicker "names none" for most texts
     episode: Any = None                    # episode.Episode: the closed world of the diagnostic episode
+    release: Release = UNVERSIONED         # release.toml's version and the digest of the files
     _meanings: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # (system, code) -> match
 
     # -- code look-ups (the hot path: plain dict reads) --------------------------------

@@ -35,7 +35,8 @@ class Audit:
         `called_at`) in one transaction."""
         rows = [{"called_at": call.get("called_at") or utcnow(), "service_id": call["service_id"][:ID_MAX],
                  "hook_instance": call["hook_instance"][:ID_MAX], "status": call["status"],
-                 "latency_ms": call["latency_ms"], "data_source": call["data_source"][:32]} for call in calls]
+                 "latency_ms": call["latency_ms"], "data_source": call["data_source"][:32],
+                 "knowledge_version": call.get("knowledge_version")} for call in calls]
         with self.db.engine.begin() as conn:
             ids = conn.execute(hook_calls.insert().returning(hook_calls.c.id, sort_by_parameter_order=True),
                                rows).scalars().all()
@@ -52,10 +53,12 @@ class AuditWriter(BatchWriter):
     """The hook-call audit, written off the request path in batches (see batch.py), in the order
     the calls were answered. store: anything with record_calls(calls) (an Audit or a Store)."""
 
-    def __init__(self, store):
+    def __init__(self, store, knowledge_version: str | None = None):
         super().__init__(store.record_calls, "audit")
         self.store = store
+        self.knowledge_version = knowledge_version  # the release that answers, on every row
 
     def submit(self, **call: Any) -> None:
         call.setdefault("called_at", utcnow())
+        call.setdefault("knowledge_version", self.knowledge_version)
         super().submit(call)

@@ -41,6 +41,7 @@ hook_calls = sa.Table(
     sa.Column("status", sa.Integer(), nullable=False),
     sa.Column("latency_ms", sa.Float(), nullable=False),
     sa.Column("data_source", sa.String(32), nullable=False),
+    sa.Column("knowledge_version", sa.String(64)),  # the knowledge release (version+digest) that answered
 )
 
 issued_cards = sa.Table(
