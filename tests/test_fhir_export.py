@@ -16,6 +16,11 @@ from builders import PAMA_SYSTEM, PAMA_URL, SELECT, hook_request, patient, servi
 from cds_service import cli
 from cds_service.fhir_export import Exporter
 
+import tomllib
+from cds_service.knowledge import default_directory as _knowledge_dir
+
+RELEASE = tomllib.loads((_knowledge_dir() / "release.toml").read_text())["version"]  # as released
+
 BASE = "https://cds.example.org"  # CDS_CANONICAL_BASE and CDS_PUBLIC_BASE_URL of these tests
 SCHEMA = Path(__file__).parent / "fixtures" / "fhir-r4-schema" / "fhir.schema.json.gz"
 SCHEMA_SHA256 = "15b9548af6412c44faaa411456e0652542de286fd1c58ef882b09bdc8947909d"
@@ -77,9 +82,9 @@ def test_every_condition_is_fhirpath_with_an_expression(bundle):
 
 
 def test_every_canonical_resource_carries_the_knowledge_release(k, bundle, client):
-    assert k.release.version == "1.0.0" and len(k.release.digest) == 64
+    assert k.release.version == RELEASE and len(k.release.digest) == 64
     for entry in bundle["entry"]:
-        assert entry["resource"]["version"] == k.release.label == f"1.0.0+{k.release.digest[:12]}"
+        assert entry["resource"]["version"] == k.release.label == f"{RELEASE}+{k.release.digest[:12]}"
     assert client.get("/fhir/metadata").get_json()["version"] == k.release.label
 
 

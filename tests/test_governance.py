@@ -13,6 +13,11 @@ from builders import CPT, SELECT, TODAY, hook_request, ratings, service_request
 from cds_service import cli, config, create_app, governance, storage
 from cds_service.knowledge import KnowledgeError, default_directory, load
 
+import tomllib
+from cds_service.knowledge import default_directory as _knowledge_dir
+
+RELEASE = tomllib.loads((_knowledge_dir() / "release.toml").read_text())["version"]  # as released
+
 CT_CHEST_RULE = "all-child-initial-staging-asymptomatic-chest/ct-chest"
 XR_CHEST_RULE = "all-child-initial-staging-asymptomatic-chest/xr-chest"
 
@@ -44,7 +49,7 @@ def test_every_card_and_audit_row_names_the_knowledge_release(app, client, k):
     [card] = body["cards"]
     assert card["source"]["topic"] == {"system": "urn:cds-service:acr-leukemia-staging:rule", "code": CT_CHEST_RULE,
                                        "display": card["source"]["topic"]["display"],
-                                       "version": f"1.0.0+{k.release.digest[:12]}"}
+                                       "version": f"{RELEASE}+{k.release.digest[:12]}"}
     client.post(f"/cds-services/{SELECT}", data="{", content_type="application/json")  # a 400 is audited too
     with flush(app).engine.connect() as conn:
         versions = conn.execute(sa.select(storage.hook_calls.c.status, storage.hook_calls.c.knowledge_version)
@@ -55,20 +60,20 @@ def test_every_card_and_audit_row_names_the_knowledge_release(app, client, k):
 def test_discovery_names_the_cds_hooks_version_and_the_knowledge_release(client, k):
     for service in client.get("/cds-services").get_json()["services"]:
         assert service["version"] == "2.0.1"
-        assert service["extension"] == {"knowledge-release": {"version": "1.0.0", "digest": k.release.digest}}
+        assert service["extension"] == {"knowledge-release": {"version": RELEASE, "digest": k.release.digest}}
 
 
 def test_the_guidance_pages_name_the_release(client, k):
     for path in ("/guidance/", "/guidance/procedures/ct-chest"):
         page = client.get(path).get_data(as_text=True)
-        assert f"Knowledge release 1.0.0, digest <code title=\"SHA-256 of the knowledge files\">{k.release.short}</code>" \
+        assert f"Knowledge release {RELEASE}, digest <code title=\"SHA-256 of the knowledge files\">{k.release.short}</code>" \
             in page
 
 
 def test_start_up_logs_the_release(tmp_path, log_lines, k):
     make_app(tmp_path)
     [line] = [x for x in log_lines() if x.get("event") == "knowledge"]
-    assert (line["release"], line["digest"], line["procedures"]) == ("1.0.0", k.release.digest, len(k.procedures))
+    assert (line["release"], line["digest"], line["procedures"]) == (RELEASE, k.release.digest, len(k.procedures))
 
 
 def test_the_digest_follows_every_byte_of_the_knowledge(tmp_path, k):
@@ -78,7 +83,7 @@ def test_the_digest_follows_every_byte_of_the_knowledge(tmp_path, k):
     policies = copy / "policies.toml"
     policies.write_text(policies.read_text(encoding="utf-8") + "\n", encoding="utf-8")
     changed = load(copy).release
-    assert changed.version == "1.0.0" and changed.digest != k.release.digest
+    assert changed.version == RELEASE and changed.digest != k.release.digest
 
 
 @pytest.mark.parametrize("text, message", [

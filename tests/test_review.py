@@ -81,7 +81,7 @@ def test_an_invalid_folder_is_refused_with_the_file_and_field(tmp_path, capsys):
 def test_check_lists_every_code_that_is_not_verified(capsys, k):
     assert cli.main(["knowledge", "check", str(default_directory())]) == 0
     out = capsys.readouterr().out
-    assert f"valid. Release 1.0.0, digest {k.release.digest}" in out
+    assert f"valid. Release {k.release.version}, digest {k.release.digest}" in out
     codes = [c for p in k.procedures.values() for c in p.codes] + [c for d in k.diagnosis_lists.values() for c in d.codes]
     unverified = [c for c in codes if c.status != "VERIFIED"]
     assert f"{len(unverified)} codes are not VERIFIED:" in out
