@@ -15,7 +15,7 @@ python3 -m venv "$work/venv"
 echo '{"keys": []}' > "$work/jwks.json"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cd "$work/app"
-CDS_ENV=production CDS_KNOWLEDGE_DIR="$work/app/knowledge" CDS_DATABASE_URL="sqlite:///$work/app/instance/cds.db" \
+CDS_ENV=production CDS_PUBLIC_BASE_URL="http://127.0.0.1:$port" CDS_KNOWLEDGE_DIR="$work/app/knowledge" CDS_DATABASE_URL="sqlite:///$work/app/instance/cds.db" \
 PROMETHEUS_MULTIPROC_DIR="$work/metrics" CDS_TRUSTED_ISSUERS="{\"https://ehr.example.org\": \"$work/jwks.json\"}" \
   "$work/venv/bin/gunicorn" --config gunicorn.conf.py --bind "127.0.0.1:$port" "cds_service:create_app()" \
   > "$work/server.log" 2>&1 &

@@ -49,7 +49,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.json = jsonio.OrjsonProvider(app)  # keys in the order they were built
     store = storage.Store(settings.database_url or storage.default_url(app.instance_path), settings.db_schema)
     authenticator = auth.from_settings(settings.trusted_issuers, settings.allowed_algorithms, settings.jwt_leeway,
-                                       development=not settings.production, claim_jti=store.claim_jti)
+                                       development=not settings.production, claim_jti=store.claim_jti,
+                                       max_lifetime=settings.jwt_max_lifetime, max_age=settings.jwks_max_age)
     handler = build_handler(settings, kb, on_unmatched=sitecodes.UnmatchedCounter(store),
                             suppressor=suppression.from_settings(store, settings))
     fhir_servers = FhirServerPolicy(auth.parse_trusted_issuers(settings.trusted_issuers)[1], settings.production)

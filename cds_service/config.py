@@ -33,6 +33,10 @@ class Settings:
     public_base_url: str = ""                # CDS_PUBLIC_BASE_URL: for the JWT audience behind a proxy
     cors_origins: str = ""                   # CDS_CORS_ORIGINS: comma-separated; "*" in development
     jwt_leeway: int = 60                     # CDS_JWT_LEEWAY (seconds)
+    jwt_max_lifetime: int = 600              # CDS_JWT_MAX_LIFETIME: longest exp - iat accepted (seconds)
+    jwks_max_age: int = 300                  # CDS_JWKS_MAX_AGE: keys are fetched again at least this often
+    metrics_token: str = ""                  # CDS_METRICS_TOKEN: bearer token /metrics needs in production
+    max_feedback_entries: int = 100          # CDS_MAX_FEEDBACK_ENTRIES: entries in one feedback post
     log_level: str = "INFO"                  # CDS_LOG_LEVEL
     site_codes: str = ""                     # CDS_SITE_CODES: CSV file mapping local order codes to procedures
     repeat_alert_minutes: int = 60           # CDS_REPEAT_ALERT_MINUTES: an overridden warning is not repeated; 0: off
@@ -61,7 +65,10 @@ def from_env(environ: Mapping[str, str] | None = None, overrides: Mapping[str, A
         raise ConfigError(f"CDS_ENV={settings.env!r}: expected development or production")
     if settings.db_schema not in ("migrate", "check"):
         raise ConfigError(f"CDS_DB_SCHEMA={settings.db_schema!r}: expected migrate or check")
-    for name in ("fhir_connect_timeout", "fhir_read_timeout", "hook_deadline", "max_body_bytes",
+    if settings.production and not settings.public_base_url.startswith(("https://", "http://")):
+        raise ConfigError("CDS_PUBLIC_BASE_URL is required in production: the URL EHRs call, which is the JWT "
+                          "audience (never taken from the request's Host header)")
+    for name in ("jwt_max_lifetime", "jwks_max_age", "max_feedback_entries", "fhir_connect_timeout", "fhir_read_timeout", "hook_deadline", "max_body_bytes",
                  "fhir_max_pages", "fhir_page_size", "max_orders", "max_resources", "max_codings",
                  "max_response_bytes"):
         if getattr(settings, name) <= 0:

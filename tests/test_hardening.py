@@ -212,7 +212,7 @@ def test_development_refuses_a_token_that_is_present_but_invalid(trusted, tmp_pa
         assert response.headers["WWW-Authenticate"] == "Bearer"
 
 
-def test_a_token_without_typ_is_refused(trusted, tmp_path):
+def test_a_token_without_typ_is_refused(trusted, tmp_path, log_lines):
     import jwt
     import time
     import uuid
@@ -223,7 +223,8 @@ def test_a_token_without_typ_is_refused(trusted, tmp_path):
     client = create_app(trusted.config(tmp_path / "prod.db")).test_client()
     response = client.post(f"/cds-services/{SELECT}", json=hook_request([service_request(code=CT_CHEST)]),
                            headers={"Authorization": f"Bearer {token}"})
-    assert "typ" in diagnostics(response, 401)
+    assert diagnostics(response, 401) == "authentication failed"
+    assert "typ" in [line for line in log_lines() if line.get("status") == 401][0]["error"]
 
 
 # -- the database down --------------------------------------------------------------------------------
