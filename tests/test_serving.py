@@ -1,5 +1,6 @@
 """Smoke test of the production serving command: the same gunicorn command and settings the
 Docker image runs (CDS_ENV=production, gunicorn.conf.py, multiprocess metrics), on loopback."""
+import contextlib
 import json
 import os
 import socket
@@ -28,18 +29,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("serving")
+@contextlib.contextmanager
+def running(tmp: Path, **extra_env):
+    """gunicorn as the image runs it (its entrypoint, with the port changed), on loopback:
+    yields (base URL, trusted client, log file)."""
     trusted = Client(tmp)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "CDS_ENV": "production", "CDS_PUBLIC_BASE_URL": base, "CDS_METRICS_TOKEN": METRICS_TOKEN,
            "CDS_TRUSTED_ISSUERS": json.dumps({"https://ehr.example.org": str(trusted.jwks_file)}),
            "CDS_DATABASE_URL": f"sqlite:///{tmp / 'cds.db'}",
-           "PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics"), "WEB_CONCURRENCY": "2"}
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics"), "WEB_CONCURRENCY": "2", **extra_env}
     log = (tmp / "server.log").open("w+")
-    # The image's entrypoint, with the port changed: gunicorn --config gunicorn.conf.py --bind ... app
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}",
          "cds_service:create_app()"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -58,6 +59,12 @@ def server(tmp_path_factory):
         process.terminate()
         process.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with running(tmp_path_factory.mktemp("serving")) as served:
+        yield served
 
 
 def test_signed_hook_call_under_gunicorn(server):
