@@ -144,14 +144,14 @@ def feedback(service_id: str):
                              f"{rt.settings.max_feedback_entries} (CDS_MAX_FEEDBACK_ENTRIES)", "too-costly")
     rt.audit.flush()  # the cards being reported on must be on record first
     try:
-        counts = rt.store.record_feedback(service_id, entries)
+        counts = rt.store.record_feedback(service_id, entries, g.get("issuer") or "")
     except SQLAlchemyError:
         log.warning("feedback not stored: the database is unreachable", extra={"fields": {"service": service_id}})
         raise HookError(503, "feedback could not be stored: the database is unavailable; send it again later",
                         "transient", {"Retry-After": RETRY_AFTER_SECONDS}) from None
     if rt.handler.suppressor:  # overridden warnings are not repeated (see suppression.py)
         try:
-            rt.handler.suppressor.on_feedback(entries)
+            rt.handler.suppressor.on_feedback(entries, g.get("issuer") or "")
         except SQLAlchemyError:  # the feedback is recorded; the warning will simply be shown again
             log.warning("an overridden warning could not be recorded for repeat-alert suppression", exc_info=True)
     log.info("feedback", extra={"fields": {"event": "feedback", "service": service_id, **counts}})
@@ -218,7 +218,8 @@ def record_hook_call(response: Response) -> Response:
     # anyone can send them, as fast as they like.
     if service_id != "unknown" and status != 401:
         runtime().audit.submit(service_id=service_id, hook_instance=g.get("hook_instance") or "", status=status,
-                               latency_ms=latency * 1000, data_source=source, cards=issued)
+                               latency_ms=latency * 1000, data_source=source, cards=issued,
+                               issuer=g.get("issuer") or "")
     return response
 
 

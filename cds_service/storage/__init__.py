@@ -49,8 +49,8 @@ class Store(Database):
     def record_calls(self, calls: list[dict]) -> None:
         self.audit.record_calls(calls)
 
-    def record_feedback(self, service_id: str, entries: list) -> dict:
-        return self.feedback.record_feedback(service_id, entries)
+    def record_feedback(self, service_id: str, entries: list, issuer: str | None = None) -> dict:
+        return self.feedback.record_feedback(service_id, entries, issuer)
 
     def claim_jti(self, issuer: str, jti: str, expires_at: float) -> bool:
         return self.jti.claim_jti(issuer, jti, expires_at)

@@ -35,7 +35,8 @@ class Audit:
         `called_at`) in one transaction."""
         rows = [{"called_at": call.get("called_at") or utcnow(), "service_id": call["service_id"][:ID_MAX],
                  "hook_instance": call["hook_instance"][:ID_MAX], "status": call["status"],
-                 "latency_ms": call["latency_ms"], "data_source": call["data_source"][:32]} for call in calls]
+                 "latency_ms": call["latency_ms"], "data_source": call["data_source"][:32],
+                 "issuer": (call.get("issuer") or "")[:ID_MAX]} for call in calls]
         with self.db.engine.begin() as conn:
             ids = conn.execute(hook_calls.insert().returning(hook_calls.c.id, sort_by_parameter_order=True),
                                rows).scalars().all()

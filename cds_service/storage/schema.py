@@ -41,6 +41,7 @@ hook_calls = sa.Table(
     sa.Column("status", sa.Integer(), nullable=False),
     sa.Column("latency_ms", sa.Float(), nullable=False),
     sa.Column("data_source", sa.String(32), nullable=False),
+    sa.Column("issuer", sa.String(ID_MAX), nullable=False, server_default=""),  # the JWT's iss ("" unsigned)
 )
 
 issued_cards = sa.Table(
