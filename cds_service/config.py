@@ -18,8 +18,9 @@ class Settings:
     pama_qcdsm: str = ""                     # CDS_PAMA_QCDSM: "" keeps knowledge/policies.toml
     max_body_bytes: int = 5 * 1024 * 1024    # CDS_MAX_BODY_BYTES
     max_orders: int = 100                    # CDS_MAX_ORDERS: draft orders in one hook call
-    max_resources: int = 10000               # CDS_MAX_RESOURCES: entries of one prefetched search
+    max_resources: int = 1000                # CDS_MAX_RESOURCES: entries of one prefetched search
     max_codings: int = 100                   # CDS_MAX_CODINGS: codings in one resource's coded elements
+    max_call_codings: int = 10000            # CDS_MAX_CALL_CODINGS: codings in all resources of one call
     max_response_bytes: int = 2 * 1024 * 1024  # CDS_MAX_RESPONSE_BYTES: largest answer sent
     fhir_connect_timeout: float = 0.5        # CDS_FHIR_CONNECT_TIMEOUT (seconds)
     fhir_read_timeout: float = 1.0           # CDS_FHIR_READ_TIMEOUT (seconds)
@@ -69,7 +70,7 @@ def from_env(environ: Mapping[str, str] | None = None, overrides: Mapping[str, A
         raise ConfigError("CDS_PUBLIC_BASE_URL is required in production: the URL EHRs call, which is the JWT "
                           "audience (never taken from the request's Host header)")
     for name in ("jwt_max_lifetime", "jwks_max_age", "max_feedback_entries", "fhir_connect_timeout", "fhir_read_timeout", "hook_deadline", "max_body_bytes",
-                 "fhir_max_pages", "fhir_page_size", "max_orders", "max_resources", "max_codings",
+                 "fhir_max_pages", "fhir_page_size", "max_orders", "max_resources", "max_codings", "max_call_codings",
                  "max_response_bytes"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"CDS_{name.upper()} must be positive")

@@ -171,6 +171,21 @@ def test_too_many_prefetched_conditions_is_413(make_client):
     assert "CDS_MAX_RESOURCES" in diagnostics(client.post(f"/cds-services/{SELECT}", json=body), 413)
 
 
+def test_the_issue_20_body_of_6800_conditions_is_refused_before_any_work(client):
+    body = hook_request([service_request(code=CT_CHEST)],
+                        conditions=[all_condition()] + [all_condition(cid=f"c-{i}") for i in range(6800)])
+    assert "CDS_MAX_RESOURCES" in diagnostics(client.post(f"/cds-services/{SELECT}", json=body), 413)
+
+
+def test_a_call_over_its_work_budget_of_codings_is_413(make_client):
+    client = make_client(max_call_codings=400)
+    conditions = [all_condition()] + [all_condition(cid=f"c-{i}") for i in range(150)]
+    body = hook_request([service_request(code=CT_CHEST)], conditions=conditions)
+    assert "CDS_MAX_CALL_CODINGS" in diagnostics(client.post(f"/cds-services/{SELECT}", json=body), 413)
+    body = hook_request([service_request(code=CT_CHEST)], conditions=conditions[:40])
+    assert len(warning_cards(client.post(f"/cds-services/{SELECT}", json=body))) == 1
+
+
 @pytest.mark.parametrize("where", ["order", "condition"])
 def test_too_many_codings_in_one_resource_is_413(client, where):
     codings = [{"system": "urn:local", "code": str(i)} for i in range(101)]
