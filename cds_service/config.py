@@ -27,8 +27,10 @@ class Settings:
     hook_deadline: float = 0.4               # CDS_HOOK_DEADLINE: budget for FHIR fetches per call
     fhir_max_pages: int = 5                  # CDS_FHIR_MAX_PAGES: Condition search pages followed
     fhir_page_size: int = 200                # CDS_FHIR_PAGE_SIZE: _count on Condition searches
-    database_url: str = ""                   # CDS_DATABASE_URL: default SQLite in the instance folder
-    db_schema: str = "migrate"               # CDS_DB_SCHEMA: migrate at start | check (`cds-service migrate` ran)
+    database_url: str = ""                   # CDS_DATABASE_URL: development default SQLite in the instance folder
+    db_schema: str = ""                      # CDS_DB_SCHEMA: migrate at start | check (`cds-service migrate` ran);
+                                             # default: migrate in development, check in production
+    db_pool_size: int = 4                    # CDS_DB_POOL_SIZE: PostgreSQL connections per process, at most
     trusted_issuers: str = ""                # CDS_TRUSTED_ISSUERS: JSON {issuer: JWKS URL or file}
     allowed_algorithms: str = "ES384,RS384"  # CDS_ALLOWED_ALGORITHMS
     public_base_url: str = ""                # CDS_PUBLIC_BASE_URL: for the JWT audience behind a proxy
@@ -64,12 +66,17 @@ def from_env(environ: Mapping[str, str] | None = None, overrides: Mapping[str, A
     settings = replace(Settings(), **values, **(overrides or {}))
     if settings.env not in ("development", "production"):
         raise ConfigError(f"CDS_ENV={settings.env!r}: expected development or production")
+    if not settings.db_schema:
+        settings = replace(settings, db_schema="check" if settings.production else "migrate")
     if settings.db_schema not in ("migrate", "check"):
         raise ConfigError(f"CDS_DB_SCHEMA={settings.db_schema!r}: expected migrate or check")
+    if settings.production and not settings.database_url:
+        raise ConfigError("CDS_DATABASE_URL is required in production (the service keeps its audit there; "
+                          "no SQLite file inside a container is assumed)")
     if settings.production and not settings.public_base_url.startswith(("https://", "http://")):
         raise ConfigError("CDS_PUBLIC_BASE_URL is required in production: the URL EHRs call, which is the JWT "
                           "audience (never taken from the request's Host header)")
-    for name in ("jwt_max_lifetime", "jwks_max_age", "max_feedback_entries", "fhir_connect_timeout", "fhir_read_timeout", "hook_deadline", "max_body_bytes",
+    for name in ("db_pool_size", "jwt_max_lifetime", "jwks_max_age", "max_feedback_entries", "fhir_connect_timeout", "fhir_read_timeout", "hook_deadline", "max_body_bytes",
                  "fhir_max_pages", "fhir_page_size", "max_orders", "max_resources", "max_codings", "max_call_codings",
                  "max_response_bytes"):
         if getattr(settings, name) <= 0:

@@ -104,7 +104,7 @@ def test_audience_uses_the_public_base_url_behind_a_proxy(trusted, tmp_path):
 
 def test_production_refuses_to_start_without_trusted_issuers(tmp_path):
     with pytest.raises(ValueError, match="CDS_TRUSTED_ISSUERS"):
-        create_app({"env": "production", "public_base_url": "https://cds.example.org",
+        create_app({"env": "production", "public_base_url": "https://cds.example.org", "db_schema": "migrate",
                     "database_url": f"sqlite:///{tmp_path / 'cds.db'}"})
 
 

@@ -38,7 +38,7 @@ def running(tmp: Path, **extra_env):
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "CDS_ENV": "production", "CDS_PUBLIC_BASE_URL": base, "CDS_METRICS_TOKEN": METRICS_TOKEN,
            "CDS_TRUSTED_ISSUERS": json.dumps({"https://ehr.example.org": str(trusted.jwks_file)}),
-           "CDS_DATABASE_URL": f"sqlite:///{tmp / 'cds.db'}",
+           "CDS_DATABASE_URL": f"sqlite:///{tmp / 'cds.db'}", "CDS_DB_SCHEMA": "migrate",
            "PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics"), "WEB_CONCURRENCY": "2", **extra_env}
     log = (tmp / "server.log").open("w+")
     process = subprocess.Popen(

@@ -30,8 +30,8 @@ class Store(Database):
     schema: "migrate" brings the schema to the newest revision, "check" raises SchemaError unless it is
     there (where `cds-service migrate` runs once per deploy), "none" leaves it alone."""
 
-    def __init__(self, url: str, schema: str = "migrate"):
-        super().__init__(url)
+    def __init__(self, url: str, schema: str = "migrate", pool_size: int = 4):
+        super().__init__(url, pool_size)
         if schema == "migrate":
             migrate.upgrade(self)
         elif schema == "check":
