@@ -229,7 +229,8 @@ class Authenticator:
             raise AuthError("invalid signature") from None
         except jwt.PyJWTError as e:
             raise AuthError(f"invalid token: {e}") from None
-        if claims["exp"] - claims["iat"] > self.max_lifetime or claims["iat"] < time.time() - self.max_lifetime - self.leeway:
+        oldest = time.time() - self.max_lifetime - self.leeway
+        if claims["exp"] - claims["iat"] > self.max_lifetime or claims["iat"] < oldest:
             raise AuthError(f"token lifetime over {self.max_lifetime} s (exp - iat), or iat older than that")
         if not isinstance(claims["jti"], str) or not claims["jti"]:
             raise AuthError("missing claim jti (a non-empty string)")
@@ -269,7 +270,8 @@ def parse_trusted_issuers(text: str) -> tuple[dict[str, str], dict[str, list[str
 
 
 def from_settings(trusted_issuers_json: str, algorithms_csv: str, leeway: int, development: bool,
-                  claim_jti=None, session=None, max_lifetime: int = 600, max_age: float = JWKS_MAX_AGE) -> Authenticator:
+                  claim_jti=None, session=None, max_lifetime: int = 600,
+                  max_age: float = JWKS_MAX_AGE) -> Authenticator:
     issuers, _ = parse_trusted_issuers(trusted_issuers_json)
     if not development:
         if SANDBOX_ISSUER in issuers:

@@ -76,7 +76,8 @@ def from_env(environ: Mapping[str, str] | None = None, overrides: Mapping[str, A
     if settings.production and not settings.public_base_url.startswith(("https://", "http://")):
         raise ConfigError("CDS_PUBLIC_BASE_URL is required in production: the URL EHRs call, which is the JWT "
                           "audience (never taken from the request's Host header)")
-    for name in ("db_pool_size", "jwt_max_lifetime", "jwks_max_age", "max_feedback_entries", "fhir_connect_timeout", "fhir_read_timeout", "hook_deadline", "max_body_bytes",
+    for name in ("db_pool_size", "jwt_max_lifetime", "jwks_max_age", "max_feedback_entries",
+                 "fhir_connect_timeout", "fhir_read_timeout", "hook_deadline", "max_body_bytes",
                  "fhir_max_pages", "fhir_page_size", "max_orders", "max_resources", "max_codings", "max_call_codings",
                  "max_response_bytes"):
         if getattr(settings, name) <= 0:

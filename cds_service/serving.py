@@ -135,7 +135,8 @@ class BufferingThreadWorker(ThreadWorker):
             pass
         if status and conn.buffered:
             try:
-                json_error(conn.sock, status, "Request Timeout", f"the request did not arrive within {READ_TIMEOUT:g} s")
+                json_error(conn.sock, status, "Request Timeout",
+                           f"the request did not arrive within {READ_TIMEOUT:g} s")
             except OSError:
                 pass
         conn.close()

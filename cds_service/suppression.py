@@ -9,8 +9,9 @@ instance silences the warning here within about a second (until then it may be s
 which is the side of showing too much, not too little). No patient id is stored in clear: a
 warning is known by an HMAC-SHA256, under CDS_PATIENT_HASH_KEY, of the caller's JWT issuer, the
 patient id, the order id and the card's rule, and only feedback from the issuer the warning was
-shown to overrides it: two EHRs' patients and orders with the same ids are never mixed. In production the service needs that key to suppress at all (without it, every
-warning is shown, as before).
+shown to overrides it: two EHRs' patients and orders with the same ids are never mixed. In
+production the service needs that key to suppress at all (without it, every warning is shown, as
+before).
 """
 from __future__ import annotations
 

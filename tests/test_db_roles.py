@@ -84,7 +84,8 @@ def test_the_app_role_serves_but_cannot_change_the_schema(roles, tmp_path):
                            headers=trusted.headers(f"http://localhost{path}"))
     [card] = warning_cards(response)
     app.extensions["cds"].audit.flush()
-    feedback = {"feedback": [{"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-23T18:14:14Z"}]}
+    feedback = {"feedback": [{"card": card["uuid"], "outcome": "overridden",
+                              "outcomeTimestamp": "2026-11-23T18:14:14Z"}]}
     assert client.post(f"{path}/feedback", json=feedback,
                        headers=trusted.headers(f"http://localhost{path}/feedback")).status_code == 200
 

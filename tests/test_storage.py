@@ -378,7 +378,8 @@ def run_together(work):
 
 
 def test_concurrent_feedback_is_stored_exactly_once(store):
-    call(store, *[card(f"card-{t}-{i}", suggestions=(f"s-{t}-{i}",)) for t in range(THREADS) for i in range(PER_THREAD)])
+    call(store, *[card(f"card-{t}-{i}", suggestions=(f"s-{t}-{i}",))
+                  for t in range(THREADS) for i in range(PER_THREAD)])
 
     def own(t):
         return [accepted(f"card-{t}-{i}", f"s-{t}-{i}", f"2026-11-23T18:{i:02d}:14.309Z") if i % 2 == 0 else
