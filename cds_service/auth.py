@@ -145,7 +145,8 @@ class Authenticator:
             result.append(AuthError(f"cannot load JWKS of issuer {iss}: {type(exc).__name__}"))
         finally:
             with self._lock:
-                self._fetches.pop(iss, None)
+                if self._fetches.get(iss) is done:
+                    del self._fetches[iss]
             done.set()
 
     def _find_key(self, iss: str, kid: str) -> dict:
@@ -157,7 +158,8 @@ class Authenticator:
         with self._lock:
             keyset, running = self._keysets.get(iss), self._fetches.get(iss)
             due = keyset is None or now >= keyset.fresh_until or kid not in keyset.keys
-            start = due and running is None and now - self._attempted.get(iss, float("-inf")) >= self.refetch_interval
+            # at most one fetch per refetch_interval; one still running by then was given up on
+            start = due and now - self._attempted.get(iss, float("-inf")) >= self.refetch_interval
             if start:
                 self._attempted[iss] = now  # failures are rate-limited too
                 running = self._fetches[iss] = threading.Event()

@@ -433,8 +433,9 @@ def test_a_jwks_fetch_has_a_total_deadline_against_a_trickling_server(clock):
     stop = threading.Event()
     listener = socket.create_server(("127.0.0.1", 0))
 
-    def serve():
-        conn, _ = listener.accept()
+    accepted = []
+
+    def trickle(conn):
         conn.recv(65536)
         payload = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n" + b" " * 1000
         for byte in payload:
@@ -443,13 +444,26 @@ def test_a_jwks_fetch_has_a_total_deadline_against_a_trickling_server(clock):
             conn.sendall(bytes([byte]))
         conn.close()
 
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(conn)
+            threading.Thread(target=trickle, args=(conn,), daemon=True).start()
+
     threading.Thread(target=serve, daemon=True).start()
     url = f"http://127.0.0.1:{listener.getsockname()[1]}/jwks.json"
     auth = Authenticator({ISS: url}, clock=clock)
     caller, outcome = in_thread(lambda: auth.verify(f"Bearer {token()}", AUD))
     caller.join(8)  # the old fetch, 2 s per read, would go on for minutes
-    stop.set()
     assert outcome and isinstance(outcome[0], AuthError) and "cannot load JWKS" in outcome[0].message
+    clock.now += 61  # the first fetch is still trickling: given up on, a new one starts, and also ends in time
+    caller, outcome = in_thread(lambda: auth.verify(f"Bearer {token()}", AUD))
+    caller.join(8)
+    stop.set()
+    assert outcome and isinstance(outcome[0], AuthError) and len(accepted) == 2
     listener.close()
 
 
