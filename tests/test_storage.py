@@ -458,3 +458,25 @@ def test_flask_report_command(store):
     assert result.exit_code == 0, result.output
     line = next(line for line in result.output.splitlines() if line.startswith("v1/ct-chest"))
     assert line.split()[:5] == ["v1/ct-chest", "warning", "1", "1", "0"]
+
+
+def test_a_worker_never_opens_more_postgresql_connections_than_its_pool(url, tmp_path):
+    """Issue 20: the deployment's connection count is workers x CDS_DB_POOL_SIZE, whatever the load."""
+    if not url.startswith("postgresql"):
+        pytest.skip("a PostgreSQL pool")
+    from builders import SELECT, hook_request, service_request
+    from cds_service import create_app
+    from tokens import Client
+    trusted = Client(tmp_path)
+    app = create_app({**trusted.config(tmp_path / "unused.db"), "database_url": url, "db_pool_size": 2})
+    opened = []
+    sa.event.listen(app.extensions["cds"].store.engine, "connect", lambda *_: opened.append(1))
+    path = f"/cds-services/{SELECT}"
+    body = hook_request([service_request(code="71250")])
+
+    def signed_call(_):
+        return app.test_client().post(path, json=body, headers=trusted.headers(f"http://localhost{path}")).status_code
+    with ThreadPoolExecutor(12) as pool:
+        statuses = list(pool.map(signed_call, range(48)))
+    app.extensions["cds"].audit.flush()
+    assert statuses == [200] * 48 and 1 <= len(opened) <= 2
