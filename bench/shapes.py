@@ -247,7 +247,8 @@ def build(today: date, stub_base: str) -> list[Shape]:
     ]
 
 
-SCALING = [(10, 3), (100, 3), (1000, 3), (5000, 3), (10, 20), (10, 50), (10, 100)]  # (Conditions, draft orders; 100 is CDS_MAX_ORDERS)
+# (Conditions, draft orders): 1,000 is CDS_MAX_RESOURCES, 100 is CDS_MAX_ORDERS
+SCALING = [(10, 3), (100, 3), (1000, 3), (10, 20), (10, 50), (10, 100)]
 
 
 def scaling(today: date) -> list[Shape]:

@@ -47,9 +47,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json = jsonio.OrjsonProvider(app)  # keys in the order they were built
-    store = storage.Store(settings.database_url or storage.default_url(app.instance_path), settings.db_schema)
+    store = storage.Store(settings.database_url or storage.default_url(app.instance_path), settings.db_schema,
+                          settings.db_pool_size)
     authenticator = auth.from_settings(settings.trusted_issuers, settings.allowed_algorithms, settings.jwt_leeway,
-                                       development=not settings.production, claim_jti=store.claim_jti)
+                                       development=not settings.production, claim_jti=store.claim_jti,
+                                       max_lifetime=settings.jwt_max_lifetime, max_age=settings.jwks_max_age)
     handler = build_handler(settings, kb, on_unmatched=sitecodes.UnmatchedCounter(store),
                             suppressor=suppression.from_settings(store, settings))
     handler.governance = governance.Governance(governance.switches_from_settings(settings, kb), store)

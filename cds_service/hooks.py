@@ -98,10 +98,11 @@ class Limits:
     orders: int     # draft orders (CDS_MAX_ORDERS)
     resources: int  # entries of one prefetched search (CDS_MAX_RESOURCES)
     codings: int    # codings in the coded elements of one resource (CDS_MAX_CODINGS)
+    call_codings: int = Settings.max_call_codings  # codings in all resources of one call: its work budget
 
     @classmethod
     def of(cls, settings: Settings = Settings()) -> "Limits":
-        return cls(settings.max_orders, settings.max_resources, settings.max_codings)
+        return cls(settings.max_orders, settings.max_resources, settings.max_codings, settings.max_call_codings)
 
 
 CODED = ("code", "reasonCode", "clinicalStatus", "verificationStatus", "medicationCodeableConcept")
@@ -137,10 +138,16 @@ def check_limits(entries: list, prefetch: dict, limits: Limits) -> None:
             resources += [e.get("resource") if isinstance(e, dict) else None for e in found]
         else:
             resources.append(value)
+    total = 0
     for resource in resources:
-        if coding_count(resource) > limits.codings:
+        count = coding_count(resource)
+        if count > limits.codings:
             raise HookError(413, f"a resource has more than {limits.codings} codings in its coded elements "
                                  "(CDS_MAX_CODINGS)", "too-costly")
+        total += count
+    if total > limits.call_codings:  # the work of a call grows with the codings it must read
+        raise HookError(413, f"the call carries {total} codings in all; at most {limits.call_codings} are "
+                             "accepted (CDS_MAX_CALL_CODINGS)", "too-costly")
 
 
 def check_fhir_server(url: str, require_https: bool) -> str:

@@ -30,8 +30,8 @@ class Store(Database):
     schema: "migrate" brings the schema to the newest revision, "check" raises SchemaError unless it is
     there (where `cds-service migrate` runs once per deploy), "none" leaves it alone."""
 
-    def __init__(self, url: str, schema: str = "migrate"):
-        super().__init__(url)
+    def __init__(self, url: str, schema: str = "migrate", pool_size: int = 4):
+        super().__init__(url, pool_size)
         if schema == "migrate":
             migrate.upgrade(self)
         elif schema == "check":
@@ -49,8 +49,8 @@ class Store(Database):
     def record_calls(self, calls: list[dict]) -> None:
         self.audit.record_calls(calls)
 
-    def record_feedback(self, service_id: str, entries: list) -> dict:
-        return self.feedback.record_feedback(service_id, entries)
+    def record_feedback(self, service_id: str, entries: list, issuer: str | None = None) -> dict:
+        return self.feedback.record_feedback(service_id, entries, issuer)
 
     def claim_jti(self, issuer: str, jti: str, expires_at: float) -> bool:
         return self.jti.claim_jti(issuer, jti, expires_at)

@@ -36,7 +36,8 @@ class Audit:
         rows = [{"called_at": call.get("called_at") or utcnow(), "service_id": call["service_id"][:ID_MAX],
                  "hook_instance": call["hook_instance"][:ID_MAX], "status": call["status"],
                  "latency_ms": call["latency_ms"], "data_source": call["data_source"][:32],
-                 "knowledge_version": call.get("knowledge_version")} for call in calls]
+                 "knowledge_version": call.get("knowledge_version"),
+                 "issuer": (call.get("issuer") or "")[:ID_MAX]} for call in calls]
         with self.db.engine.begin() as conn:
             ids = conn.execute(hook_calls.insert().returning(hook_calls.c.id, sort_by_parameter_order=True),
                                rows).scalars().all()

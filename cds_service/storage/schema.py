@@ -42,6 +42,7 @@ hook_calls = sa.Table(
     sa.Column("latency_ms", sa.Float(), nullable=False),
     sa.Column("data_source", sa.String(32), nullable=False),
     sa.Column("knowledge_version", sa.String(64)),  # the knowledge release (version+digest) that answered
+    sa.Column("issuer", sa.String(ID_MAX), nullable=False, server_default=""),  # the JWT's iss ("" unsigned)
 )
 
 issued_cards = sa.Table(
