@@ -315,7 +315,7 @@ def contradiction(resource: dict, day: date | None, born: date | None, today: da
     return None
 
 
-def ALL_details(resource: dict) -> list[tuple[str, Any]]:
+def all_details(resource: dict) -> list[tuple[str, Any]]:
     """The elements of an ALL Condition that say more about it: notes, stage, evidence, body site."""
     found: list[tuple[str, Any]] = [("note", n.get("text")) for n in listed(resource.get("note")) if isinstance(n, dict)]
     for stage in listed(resource.get("stage")):
@@ -354,7 +354,7 @@ def condition_evidence(resource: dict, knowledge: Knowledge, born: date | None, 
             verification = "unconfirmed"  # a health concern, or no category: nothing says it is confirmed
         if any(account(t, knowledge)[2] for t in concept_texts(resource.get("code"))):
             verification = "unconfirmed"  # "Suspected ALL - bone marrow pending"
-        for name, value in ALL_details(resource):
+        for name, value in all_details(resource):
             found = concept_evidence([value], knowledge, f"{source} ({name})", False)
             evidence += [e for e in found if e.kind in EXCLUDING and e.kind not in {x.kind for x in evidence}]
             for text in concept_texts(value):
@@ -472,8 +472,7 @@ def patient_facts(patient: Any, conditions: Iterable[ConditionRecord], knowledge
     ALL, nor an exclusion, nor positively classified becomes an "unclassified" Gap."""
     born = as_date(patient.birthDate) if patient else None
     evidence, gaps = [], list(gaps)
-    candidates: list[tuple[dict, str]] = []
-    classified = 0
+    candidates: list[dict] = []  # current Conditions that are neither the ALL nor an exclusion
     for record in conditions:
         resource = record.resource
         found = condition_evidence(resource, knowledge, born, valid=record.invalid is None, today=today, gaps=gaps)
@@ -492,14 +491,16 @@ def patient_facts(patient: Any, conditions: Iterable[ConditionRecord], knowledge
                   words["verification"]) in IGNORED_VERIFICATION or \
                 status(resource.get("clinicalStatus"), CLINICAL_SYSTEM, CLINICAL_CODES, words["clinical"]) in NOT_CURRENT:
             continue
-        what = unaccounted(resource, knowledge)
-        if what is None:
+        candidates.append(resource)
+    # the closed world: the current Conditions of the episode, once the first ALL diagnosis date is known
+    first = min((e.date for e in evidence if e.kind in ALL_KINDS and e.date), default=None)
+    classified = 0
+    for resource in candidates:
+        if not in_episode(resource, born, first, knowledge.episode.days_before_diagnosis):
+            continue
+        if (what := unaccounted(resource, knowledge)) is None:
             classified += 1
         else:
-            candidates.append((resource, what))
-    first = min((e.date for e in evidence if e.kind in ALL_KINDS and e.date), default=None)
-    for resource, what in candidates:
-        if in_episode(resource, born, first, knowledge.episode.days_before_diagnosis):
             gaps.append(Gap("Condition", "unclassified", f"a recent diagnosis could not be classified: '{what[:80]}'"))
     read = None
     if medications is not None:

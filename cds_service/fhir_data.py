@@ -61,8 +61,8 @@ class FhirClient:
         self.max_pages = max_pages
         self.page_size = page_size
         self.session = session or requests.Session()
-        # The searches (Conditions and the four therapy records) run here while the Patient is read. Threads start on first use,
-        # so a server that forks after loading the app (gunicorn --preload) gets its own.
+        # The searches (Conditions, the four therapy records) run here while the Patient is read. Threads
+        # start on first use, so a server that forks after loading the app (gunicorn --preload) gets its own.
         self.pool = ThreadPoolExecutor(max_workers=len(CHANNELS), thread_name_prefix="cds-fhir")  # one per search
 
     def get(self, url: str, token: str | None, deadline: float, params: dict | None = None) -> dict:
