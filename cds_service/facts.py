@@ -32,7 +32,6 @@ US_CORE_SEX = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-sex"
 SEX_FOR_CLINICAL_USE = "http://hl7.org/fhir/StructureDefinition/patient-sexParameterForClinicalUse"
 SEX_CODES = {"M": "male", "F": "female", "male": "male", "female": "female", "248153007": "male",
              "248152002": "female", "male-typical": "male", "female-typical": "female"}
-NEGATIONS = frozenset({"not", "no", "never", "non"})
 THERAPY_CHANNELS = ("MedicationRequest", "MedicationAdministration", "MedicationStatement", "Procedure")
 # The vocabularies a code without a known system is tried in, by what it codes.
 CONDITION_SYSTEMS = ("snomed", "icd10")
@@ -121,11 +120,12 @@ def is_empty(concept: Any) -> bool:
     return not any(c.get("code") not in (None, "") for c in concept_codings(concept)) and not concept_texts(concept)
 
 
-def status(concept: Any, system: str, codes: set[str], words: Mapping[str, frozenset[str]] | None = None) -> str | None:
+def status(concept: Any, system: str, codes: set[str], against: Mapping[str, frozenset[str]] | None = None) -> str | None:
     """The HL7 status code, wherever its coding stands; UNKNOWN when a status is given but cannot be
     read from the HL7 code system (text only, local code, conflicting codes, a bare string), or when
-    another coding or the text names another status (`words`: the words of each HL7 code) or a negation
-    ("Relapsed" or "In remission" beside HL7 active). A local code that names no status ("A") is let be."""
+    another coding, a display or the text names another status or a negation (`against`: the words
+    that contradict each HL7 code): "Relapsed" or "In remission" beside HL7 active. A local code that
+    names no status ("A") is let be."""
     if concept is None:
         return None
     codings = concept_codings(concept)
@@ -134,10 +134,9 @@ def status(concept: Any, system: str, codes: set[str], words: Mapping[str, froze
     if len(found) != 1:
         return UNKNOWN
     code = found.pop()
-    if words is not None:
-        other = set().union(*(w for c, w in words.items() if c != code)) - words.get(code, frozenset()) | NEGATIONS
+    if against is not None:
         said = [c.get(k) for c in codings for k in ("code", "display")] + [concept.get("text")]
-        if any(isinstance(t, str) and other.intersection(tokens(t)) for t in said):
+        if any(isinstance(t, str) and t.casefold() != code and against[code].intersection(tokens(t)) for t in said):
             return UNKNOWN
     return code
 

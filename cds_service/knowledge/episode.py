@@ -16,6 +16,7 @@ from .toml_file import TomlFile
 POSITIVE = ("all", "expected", "benign")  # classes that let a Condition or a text count as accounted for
 RANGE_KINDS = ("excluded", "symptom", "therapy", "benign")
 TOKEN = re.compile(r"[a-z0-9]+|\?")
+NEGATIONS = frozenset({"not", "no", "never", "non"})  # beside a status: it says the opposite
 DASHES = dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u00ad"), "-")
 
 
@@ -24,6 +25,7 @@ def normal(text: str) -> str:
     return unicodedata.normalize("NFKC", text).translate(DASHES).casefold()
 
 
+@lru_cache(maxsize=20_000)  # a record repeats the same few displays and texts
 def tokens(text: str) -> tuple[str, ...]:
     """The words of a text as the lexicon compares them: hyphens and punctuation split words."""
     return tuple(TOKEN.findall(normal(text)))
@@ -99,7 +101,8 @@ class Episode:
     icd_codes: Mapping[str, tuple[str, str]]     # normalised code or prefix ("R16*") -> (kind, label)
     lexicon: Lexicon
     family: re.Pattern                           # a family-history clause: not the patient's
-    status_words: Mapping[str, Mapping[str, frozenset[str]]]  # clinical/verification -> HL7 code -> its words
+    status_words: Mapping[str, Mapping[str, frozenset[str]]]  # clinical/verification -> HL7 code -> the words
+                                                             # that contradict it (other codes' words, negations)
     hpo_version: str
 
     def icd_class(self, code: str) -> tuple[str, str] | None:
@@ -150,9 +153,12 @@ def read(f: TomlFile, lexicon: TomlFile, all_words: Iterable[str], staging_words
         entries += [(p, "expected", group["label"]) for p in group["phrases"]]
     entries += [(p, "neutral", p) for p in f.strings(text, "neutral", "text")]
     status = f.get(d, "status", "", dict)
-    status_words = {axis: {code: frozenset(t for w in words for t in tokens(w))
-                           for code, words in f.get(status, axis, "status", dict).items()}
-                    for axis in ("clinical", "verification")}
+    status_words = {}
+    for axis in ("clinical", "verification"):
+        own = {code: frozenset(t for w in words for t in tokens(w))
+               for code, words in f.get(status, axis, "status", dict).items()}
+        status_words[axis] = {code: frozenset().union(*(w for c, w in own.items() if c != code)) - words | NEGATIONS
+                              for code, words in own.items()}
     family = re.compile(r"(?i)\b(?:family history|family hx|fhx|fh)\b[^,;.\n]*")
     source = f.get(built, "source", "", dict)
     return Episode(days, tuple(ranges), codes, Lexicon.of(entries), family, status_words,

@@ -227,6 +227,7 @@ class Knowledge:
     episode: Any = None                    # episode.Episode: the closed world of the diagnostic episode
     release: Release = UNVERSIONED         # release.toml's version and the digest of the files
     _meanings: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # (system, code) -> match
+    _texts: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # (text, leukemia) -> evidence
 
     # -- code look-ups (the hot path: plain dict reads) --------------------------------
     def system_key(self, uri: Any) -> str | None:
@@ -276,6 +277,15 @@ class Knowledge:
         same text, or in a concept coded as ALL (`leukemia`). Symptoms of the HPO lexicon count too."""
         if not isinstance(text, str) or not text:
             return []
+        key = (text, leukemia)
+        if (known := self._texts.get(key)) is not None:
+            return known
+        if len(self._texts) >= SEEN_CODES:  # made-up texts cannot grow it without end
+            self._texts.clear()
+        self._texts[key] = found = self._text_evidence(text, leukemia)
+        return found
+
+    def _text_evidence(self, text: str, leukemia: bool) -> list[tuple[str, str]]:
         text = text.translate(DASHES)
         found: dict[str, str] = {}
         if not self._text_starts or self._text_starts.could_name(text):
