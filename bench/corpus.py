@@ -151,6 +151,8 @@ IN_SCOPE: dict[str, Case] = {
         text="B-lymphoblastic leukemia/lymphoma, NOS"), t)]),
     "t-all-text": lambda t: request(t, [condition("all-1", concept(
         (SNOMED, "91857003", "Acute lymphoid leukemia"), text="Precursor T-cell lymphoblastic leukemia"), t)]),
+    "risk-group-in-name": lambda t: request(t, [condition("all-1", concept(
+        (SNOMED, "91857003", "Acute lymphoid leukemia"), text="Pre-B ALL, CNS1, standard risk (HCC)"), t)]),
     "not-yet-in-remission": lambda t: request(t, [condition("all-1", concept(
         (ICD10CM, "C91.00", "Acute lymphoblastic leukemia not having achieved remission"),
         text="B-ALL, not yet in remission"), t)]),
@@ -241,6 +243,8 @@ OUT_OF_SCOPE: dict[str, Case] = {
     # 3. text matching: hyphens, abbreviations
     **{f"therapy-{w}": unclassified_finding(w) for w in (
         "Vincristine-induced constipation", "PEG-asparaginase given", "Chemotherapy-induced nausea", "s/p Ara-C")},
+    "all-name-extra-words": lambda t: request(t, [epic_all(t, code=concept(
+        (SNOMED, "91857003", "Acute lymphoid leukemia"), text="B-ALL with hyperleukocytosis"))]),
     "relapsed-text": lambda t: request(t, [epic_all(t, code=concept((SNOMED, "91857003", "Acute lymphoid leukemia"),
                                                                     text="Relapsed B-ALL"))]),
     # 4. elements never read before

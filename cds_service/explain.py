@@ -53,7 +53,7 @@ def conclusion(evaluation: Evaluation) -> str:
     scope = decision.scope
     if scope.withheld:
         return "Rating withheld: the child is in scope on what was read, but part of the record could not be " \
-               "checked: " + "; ".join(g.detail for g in scope.withheld) + "."
+               "read or classified: " + "; ".join(g.detail for g in scope.withheld) + "."
     if not scope.applies:
         why = "; ".join(r.summary for r in scope.reasons) or "no active, confirmed, exactly coded ALL diagnosis"
         if not cards:

@@ -120,7 +120,8 @@ def is_empty(concept: Any) -> bool:
     return not any(c.get("code") not in (None, "") for c in concept_codings(concept)) and not concept_texts(concept)
 
 
-def status(concept: Any, system: str, codes: set[str], against: Mapping[str, frozenset[str]] | None = None) -> str | None:
+def status(concept: Any, system: str, codes: set[str],
+           against: Mapping[str, frozenset[str]] | None = None) -> str | None:
     """The HL7 status code, wherever its coding stands; UNKNOWN when a status is given but cannot be
     read from the HL7 code system (text only, local code, conflicting codes, a bare string), or when
     another coding, a display or the text names another status or a negation (`against`: the words
@@ -263,31 +264,51 @@ def icd_description(code: str) -> str | None:
         return None
 
 
+def official(concept: Any, knowledge: Knowledge) -> set[str]:
+    """The words of the ICD-10-CM descriptions of a concept's codes (a code without a system is tried)."""
+    found = set()
+    for coding in concept_codings(concept):
+        code = coding.get("code")
+        if isinstance(code, str) and knowledge.system_key(coding.get("system")) in (None, "icd10") and \
+                (description := icd_description(code.strip())):
+            found.add(" ".join(tokens(description)))
+    return found
+
+
+def unaccounted_text(concept: Any, knowledge: Knowledge, allow_uncertain: bool = False) -> tuple[str | None, bool]:
+    """(the first text of a concept the lexicon cannot account for, whether a text names something
+    positive). A text that is the official ICD-10-CM description of one of its codes (EHR tags such as
+    "(HCC)" aside) is accounted for."""
+    descriptions, positive = official(concept, knowledge), False
+    for text in concept_texts(concept):
+        if " ".join(w for w in tokens(text) if w not in ("hcc", "cms")) in descriptions:
+            continue
+        accounted, named, _ = account(text, knowledge, allow_uncertain)
+        if not accounted:
+            return text, positive
+        positive |= named
+    return None, positive
+
+
 def unaccounted(resource: dict, knowledge: Knowledge) -> str | None:
     """What of a Condition's code the closed world cannot account for (its text, or its code), or None.
     Accounted: a coding classified as ALL, an expected finding or a benign condition, or a text made
-    only of known words with one of them positive; and every text accounted for (or the official
-    ICD-10-CM description of one of its codes, EHR tags aside)."""
+    only of known words with one of them positive; and every text accounted for."""
     concept = resource.get("code")
-    positive, official, names = False, set(), []
+    positive, names = False, []
     for coding in concept_codings(concept):
         system, code = coding.get("system"), coding.get("code")
         if not isinstance(code, str) or not code.strip():
             continue
         known = knowledge.system_key(system)
-        match = knowledge.diagnosis_for(system, code) if known else knowledge.diagnosis_in_any_system(code, CONDITION_SYSTEMS)
+        match = knowledge.diagnosis_for(system, code) if known else \
+            knowledge.diagnosis_in_any_system(code, CONDITION_SYSTEMS)
         positive |= bool(match and match.kind in POSITIVE)
-        if known in (None, "icd10") and (description := icd_description(code.strip())):
-            official.add(" ".join(tokens(description)))
         names.append(f"{knowledge.system_names.get(known, 'code')} {code}")
-    for text in concept_texts(concept):
-        if " ".join(w for w in tokens(text) if w not in ("hcc", "cms")) in official:
-            continue
-        accounted, named, _ = account(text, knowledge)
-        if not accounted:
-            return text
-        positive |= named
-    if positive:
+    text, named = unaccounted_text(concept, knowledge)
+    if text is not None:
+        return text
+    if positive or named:
         return None
     texts = concept_texts(concept)
     return texts[0] if texts else (names[0] if names else "a diagnosis without a code or text")
@@ -316,7 +337,8 @@ def contradiction(resource: dict, day: date | None, born: date | None, today: da
 
 def all_details(resource: dict) -> list[tuple[str, Any]]:
     """The elements of an ALL Condition that say more about it: notes, stage, evidence, body site."""
-    found: list[tuple[str, Any]] = [("note", n.get("text")) for n in listed(resource.get("note")) if isinstance(n, dict)]
+    found: list[tuple[str, Any]] = [("note", n.get("text")) for n in listed(resource.get("note"))
+                                    if isinstance(n, dict)]
     for stage in listed(resource.get("stage")):
         if isinstance(stage, dict):
             found += [("stage", stage.get("summary")), ("stage", stage.get("type"))]
@@ -353,6 +375,9 @@ def condition_evidence(resource: dict, knowledge: Knowledge, born: date | None, 
             verification = "unconfirmed"  # a health concern, or no category: nothing says it is confirmed
         if any(account(t, knowledge)[2] for t in concept_texts(resource.get("code"))):
             verification = "unconfirmed"  # "Suspected ALL - bone marrow pending"
+        elif gaps is not None and (text := unaccounted_text(resource.get("code"), knowledge)[0]):
+            gaps.append(Gap("Condition", "unclassified", f"the name of the ALL diagnosis could not be classified: "
+                                                         f"'{text[:80]}'"))
         for name, value in all_details(resource):
             found = concept_evidence([value], knowledge, f"{source} ({name})", False)
             evidence += [e for e in found if e.kind in EXCLUDING and e.kind not in {x.kind for x in evidence}]
@@ -486,9 +511,10 @@ def patient_facts(patient: Any, conditions: Iterable[ConditionRecord], knowledge
             gaps.append(Gap("Condition", "unreadable", f"{name}: its code could not be read"))
             continue
         words = knowledge.episode.status_words
-        if status(resource.get("verificationStatus"), VERIFICATION_SYSTEM, VERIFICATION_CODES,
-                  words["verification"]) in IGNORED_VERIFICATION or \
-                status(resource.get("clinicalStatus"), CLINICAL_SYSTEM, CLINICAL_CODES, words["clinical"]) in NOT_CURRENT:
+        verification = status(resource.get("verificationStatus"), VERIFICATION_SYSTEM, VERIFICATION_CODES,
+                              words["verification"])
+        clinical = status(resource.get("clinicalStatus"), CLINICAL_SYSTEM, CLINICAL_CODES, words["clinical"])
+        if verification in IGNORED_VERIFICATION or clinical in NOT_CURRENT:
             continue
         candidates.append(resource)
     # the closed world: the current Conditions of the episode, once the first ALL diagnosis date is known
@@ -573,7 +599,8 @@ def order_indication(order: dict, conditions: Mapping[str, dict], knowledge: Kno
         texts = concept_texts(concept)
         accounted = [account(t, knowledge, notes=what != "reason") for t in texts]
         if not all(a for a, _, _ in accounted) or not (coded & set(POSITIVE) or texts):
-            text = next((t for t, (a, _, _) in zip(texts, accounted) if not a), None) or "a code the service does not know"
+            text = next((t for t, (a, _, _) in zip(texts, accounted) if not a), None) or \
+                "a code the service does not know"
             unclassified.append(Gap(kind, "unclassified", f"the {what} of {kind}/{oid} could not be classified: "
                                                           f"'{text[:80]}'"))
             staging.append(None)
