@@ -178,21 +178,16 @@ def test_the_hpo_lexicon_names_its_source_version(k):
     assert k.text_evidence("Hemoptysis") == [("symptom", "hemoptysis")]
 
 
-def test_an_icd10_range_that_is_not_in_the_hierarchy_stops_start_up(tmp_path):
+@pytest.mark.parametrize("before, after, message", [
+    ('range = "G00-G99"', 'range = "G00-G9X"', r"episode.toml: icd10\[6\].range: G00-G9X"),
+    ('code = "D64.9"', 'code = "D64.99"', r"codes.expected\[0\].code: D64.99 is not in ICD-10-CM"),
+], ids=["range-not-in-the-hierarchy", "expected-code-not-in-icd10cm"])
+def test_episode_codes_are_checked_against_the_shipped_icd10cm_at_start_up(tmp_path, before, after, message):
     folder = tmp_path / "knowledge"
     shutil.copytree(default_directory(), folder)
     episode = folder / "episode.toml"
-    episode.write_text(episode.read_text().replace('range = "G00-G99"', 'range = "G00-G9X"'))
-    with pytest.raises(KnowledgeError, match="episode.toml: icd10\\[6\\].range: G00-G9X"):
-        load(folder)
-
-
-def test_an_expected_code_that_is_not_in_icd10cm_stops_start_up(tmp_path):
-    folder = tmp_path / "knowledge"
-    shutil.copytree(default_directory(), folder)
-    episode = folder / "episode.toml"
-    episode.write_text(episode.read_text().replace('code = "D64.9"', 'code = "D64.99"'))
-    with pytest.raises(KnowledgeError, match="codes.expected\\[0\\].code: D64.99 is not in ICD-10-CM"):
+    episode.write_text(episode.read_text().replace(before, after))
+    with pytest.raises(KnowledgeError, match=message):
         load(folder)
 
 
