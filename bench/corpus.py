@@ -298,6 +298,9 @@ OUT_OF_SCOPE: dict[str, Case] = {
         {**medication("m1", "x"), "medicationCodeableConcept": None,
          "medicationReference": {"reference": "https://ehr.example.org/fhir/Medication/med-9"}},
         {"resourceType": "Medication", "id": "med-9", "code": {"text": "Dexamethasone 4 mg tablet"}}]),
+    "abbreviated-medication": lambda t: request(t, [epic_all(t)], medications=[medication("m1", "IT MTX 12 mg")]),
+    "urn-uuid-subject-symptom": lambda t: request(t, [epic_all(t), {**finding("x1", t, ICD10CM, "R06.1", "Stridor"),
+                                                                    "subject": {"reference": "urn:uuid:5c1e2f"}}]),
     "unidentified-medication": lambda t: request(t, [epic_all(t)], medications=[
         {**medication("m1", "x"), "medicationCodeableConcept": None,
          "medicationReference": {"reference": "Medication/nowhere"}}]),

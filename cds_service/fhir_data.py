@@ -196,11 +196,14 @@ def invalid(exc: ValidationError) -> str:
 
 
 def about_patient(resource: dict, patient_id: str) -> bool:
-    """Whether a resource is about the patient: no subject, or a reference to the patient, relative,
-    absolute or versioned (Patient/7/_history/2)."""
+    """Whether a resource is about the patient: only a reference that names another Patient (relative,
+    absolute or versioned: Patient/7/_history/2) says it is not. A subject in a form that names no
+    Patient id (urn:uuid, an identifier) is read as the patient's: the search was for this patient,
+    and reading it can only take the child out or withhold."""
     subject = resource.get("subject") or resource.get("patient")
     reference = subject.get("reference") if isinstance(subject, dict) else None
-    return not isinstance(reference, str) or reference_key(reference) == f"Patient/{patient_id}"
+    named = reference_key(reference)
+    return named is None or not named.startswith("Patient/") or named == f"Patient/{patient_id}"
 
 
 def is_all_coded(resource: dict, knowledge: Knowledge) -> bool:
