@@ -20,7 +20,6 @@ bp = Blueprint("cds", __name__)
 
 JSON_TYPES = ("application/json", "application/fhir+json")
 AUTHENTICATED = {"cds.discovery", "cds.call_service", "cds.feedback"}
-RETRY_AFTER_SECONDS = "5"
 
 
 def runtime():
@@ -120,13 +119,7 @@ def feedback(service_id: str):
     if not isinstance(entries, list):
         raise HookError(400, "'feedback' must be an array of feedback entries")
     rt = runtime()
-    rt.audit.flush()  # the cards being reported on must be on record first
-    try:
-        counts = rt.store.record_feedback(service_id, entries)
-    except SQLAlchemyError:
-        log.warning("feedback not stored: the database is unreachable", extra={"fields": {"service": service_id}})
-        raise HookError(503, "feedback could not be stored: the database is unavailable; send it again later",
-                        "transient", {"Retry-After": RETRY_AFTER_SECONDS}) from None
+    counts = rt.audit.store_feedback(service_id, entries)  # in the journal while the database is unavailable
     if rt.handler.suppressor:  # overridden warnings are not repeated (see suppression.py)
         try:
             rt.handler.suppressor.on_feedback(entries)
@@ -143,10 +136,13 @@ def health():
 
 @bp.get("/ready")
 def ready():
+    """Ready while the process can answer hook calls. An unreachable database does not make it unready:
+    calls are answered without it (README, "Security and reliability"), and a probe failing on every
+    instance at once would take the whole service out of the load balancer."""
     rt = runtime()
-    if not rt.store.ping():
-        raise HookError(503, "the database is not reachable", "transient", {"Retry-After": RETRY_AFTER_SECONDS})
-    return {"status": "ready", "procedures": len(rt.knowledge.procedures)}
+    return {"status": "ready", "procedures": len(rt.knowledge.procedures),
+            "database": "up" if rt.store.reachable() else "unreachable",
+            "journal_bytes": rt.audit.used, "journal_budget_bytes": rt.audit.max_bytes}
 
 
 @bp.get("/metrics")

@@ -37,6 +37,9 @@ class Settings:
     site_codes: str = ""                     # CDS_SITE_CODES: CSV file mapping local order codes to procedures
     repeat_alert_minutes: int = 60           # CDS_REPEAT_ALERT_MINUTES: an overridden warning is not repeated; 0: off
     patient_hash_key: str = ""               # CDS_PATIENT_HASH_KEY: HMAC key of patient ids at rest and in logs
+    journal_dir: str = ""                    # CDS_JOURNAL_DIR: the audit journal (default beside SQLite / instance)
+    journal_max_mb: int = 1024               # CDS_JOURNAL_MAX_MB: its disk budget, all processes together
+    audit_retention_days: int = 2190         # CDS_AUDIT_RETENTION_DAYS: audit rows and feedback kept (6 years)
 
     @property
     def production(self) -> bool:
@@ -63,7 +66,7 @@ def from_env(environ: Mapping[str, str] | None = None, overrides: Mapping[str, A
         raise ConfigError(f"CDS_DB_SCHEMA={settings.db_schema!r}: expected migrate or check")
     for name in ("fhir_connect_timeout", "fhir_read_timeout", "hook_deadline", "max_body_bytes",
                  "fhir_max_pages", "fhir_page_size", "max_orders", "max_resources", "max_codings",
-                 "max_response_bytes"):
+                 "max_response_bytes", "journal_max_mb", "audit_retention_days"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"CDS_{name.upper()} must be positive")
     if settings.repeat_alert_minutes < 0:

@@ -90,6 +90,17 @@ def parse_entry(entry: Any) -> FeedbackEntry | None:
     return FeedbackEntry(card, outcome, outcome_at, "", system, code, display, bool(comment and comment.strip()))
 
 
+def entry_to_json(entry: FeedbackEntry) -> list:
+    """A valid entry in JSON types (the journal's form; the comment's text is not in it)."""
+    return [entry.card, entry.outcome, entry.outcome_at.isoformat(), entry.suggestions, entry.reason_system,
+            entry.reason_code, entry.reason_display, entry.has_comment]
+
+
+def entry_from_json(values: list) -> FeedbackEntry:
+    card, outcome, outcome_at, *rest = values
+    return FeedbackEntry(card, outcome, datetime.fromisoformat(outcome_at), *rest)
+
+
 class Feedback:
     def __init__(self, db: Database):
         self.db = db
@@ -101,27 +112,34 @@ class Feedback:
 
         Returns {"stored", "duplicates", "unknown_cards", "rejected"}: stored + duplicates + rejected is
         len(entries); unknown_cards counts the valid entries (stored or not) about cards we never issued."""
-        parsed = [parse_entry(e) for e in entries]
-        valid = [p for p in parsed if p is not None]
-        counts = {"stored": 0, "duplicates": 0, "unknown_cards": 0, "rejected": len(parsed) - len(valid)}
+        counts, valid = self.parse(entries)
         unique = sorted({p.key: p for p in valid}.values(), key=lambda p: p.key)  # one lock order for all
         if not unique:
             counts["duplicates"] = len(valid)
             return counts
-        stored, known = self.db.write(self._store, service_id[:ID_MAX], unique)
+        stored, known = self.db.write(self.store, service_id, unique)
         counts["stored"] = stored
         counts["duplicates"] = len(valid) - stored
         counts["unknown_cards"] = sum(p.card not in known for p in valid)
         return counts
 
-    def _store(self, conn: Connection, service_id: str, entries: list[FeedbackEntry]):
+    @staticmethod
+    def parse(entries: list) -> tuple[dict, list[FeedbackEntry]]:
+        """The counts record_feedback starts from, and the valid entries."""
+        parsed = [parse_entry(e) for e in entries]
+        valid = [p for p in parsed if p is not None]
+        return {"stored": 0, "duplicates": 0, "unknown_cards": 0, "rejected": len(parsed) - len(valid)}, valid
+
+    def store(self, conn: Connection, service_id: str, entries: list[FeedbackEntry], received_at=None):
+        """Insert valid entries (a duplicate is skipped); returns (stored, {known card: its suggestions})."""
+        service_id = service_id[:ID_MAX]
         known: dict[str, set[str]] = {}
         for part in chunks(sorted({e.card for e in entries})):
             for card, suggestions in conn.execute(
                     sa.select(issued_cards.c.card_uuid, issued_cards.c.suggestion_uuids)
                     .where(issued_cards.c.card_uuid.in_(part))):
                 known[card] = set(suggestions.split())
-        now = utcnow()
+        now = received_at or utcnow()
         rows = [{
             "received_at": now, "service_id": service_id, "card_uuid": e.card, "outcome": e.outcome,
             "outcome_at": e.outcome_at, "suggestions": e.suggestions, "matched": e.card in known,
