@@ -13,6 +13,8 @@ from sqlalchemy.engine import Connection
 from .db import Database, chunks, utcnow
 from .schema import ID_MAX, hook_calls, issued_cards
 
+CHUNK_ROWS = 500  # rows read at once by verify
+
 
 class CardRecord(Protocol):
     """What was shown, as the audit reads it (e.g. cards.IssuedCard): identifiers and the rule behind
@@ -97,3 +99,47 @@ class Audit:
             conn.execute(self._insert_cards, part)
         return len(fresh)
 
+
+
+def verify(db: Database, limit: int = 20) -> tuple[int, list[str], dict[str, str]]:
+    """Check each writer's chain of hook-call rows in the database: (rows checked, problems in the
+    order of writer and sequence number, at most `limit`; the newest hash of each writer). A writer's
+    first row left (older ones purged by retention) is taken as its start."""
+    problems: list[str] = []
+    heads: dict[str, str] = {}
+    checked = 0
+    columns = [hook_calls.c[n] for n in ("id", "writer", "seq", "prev_hash", "row_hash", "called_at", "service_id",
+                                         "hook_instance", "status", "latency_ms", "data_source")]
+    with db.read() as conn:
+        result = conn.execution_options(yield_per=CHUNK_ROWS).execute(
+            sa.select(*columns).where(hook_calls.c.writer.is_not(None))
+            .order_by(hook_calls.c.writer, hook_calls.c.seq))
+        writer, seq, prev, last_id = None, 0, "", 0
+        for part in result.partitions():
+            cards: dict[int, list] = {}
+            for c in conn.execute(sa.select(issued_cards).where(issued_cards.c.call_id.in_([r.id for r in part]))):
+                cards.setdefault(c.call_id, []).append([c.card_uuid, c.order_id, c.rule, c.indicator, c.rating,
+                                                        c.suggestion_uuids])
+            for r in part:
+                checked += 1
+                where = f"row id {r.id} (writer {r.writer}, seq {r.seq})"
+                if r.writer != writer:
+                    writer, seq, prev, last_id = r.writer, r.seq, r.prev_hash, 0
+                if r.seq != seq:
+                    problems.append(f"{where}: missing before it: seq {seq} to {r.seq - 1} of writer {r.writer}")
+                    prev = r.prev_hash
+                elif r.prev_hash != prev:
+                    problems.append(f"{where}: reordered or the row before it changed: its previous hash is not "
+                                    "the hash of the row before it")
+                if r.id < last_id:
+                    problems.append(f"{where}: reordered: written before the row that precedes it in its chain")
+                row = {"called_at": iso(r.called_at), "service_id": r.service_id, "hook_instance": r.hook_instance,
+                       "status": r.status, "latency_ms": r.latency_ms, "data_source": r.data_source,
+                       "cards": cards.get(r.id, [])}
+                if chain_hash(r.prev_hash or "", row) != r.row_hash:
+                    problems.append(f"{where}: altered: its content (or its cards) does not match its hash")
+                seq, prev, last_id = r.seq + 1, r.row_hash, r.id
+                heads[r.writer] = r.row_hash
+                if len(problems) >= limit:
+                    return checked, problems[:limit], heads
+    return checked, problems, heads
