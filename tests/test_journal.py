@@ -1,0 +1,185 @@
+"""The audit journal and its chain, on SQLite and PostgreSQL: a killed process's file replayed once,
+the disk budget, feedback kept while the database is down, and `cds-service audit verify` finding a
+row changed, deleted or moved by hand."""
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from cds_service import cli, storage
+from cds_service.cards import IssuedCard
+from cds_service.storage import journal as journal_module
+
+from databases import url  # noqa: F401  (the url fixture: SQLite, and PostgreSQL when configured)
+
+SVC = "acr-all-staging-order-select"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def store(url):
+    s = storage.Store(url)
+    yield s
+    s.close()
+
+
+def submit(journal, instance: str, *cards: IssuedCard, status: int = 200) -> None:
+    journal.submit(service_id=SVC, hook_instance=instance, status=status, latency_ms=3.14159,
+                   data_source="prefetch", cards=cards)
+
+
+def card(uid: str) -> IssuedCard:
+    return IssuedCard(uid, "sr-1", "v1/ct-chest", "warning", "not-appropriate", (f"s-{uid}",))
+
+
+def instances(store) -> list[str]:
+    with store.engine.connect() as conn:
+        return conn.execute(sa.select(storage.hook_calls.c.hook_instance)
+                            .order_by(storage.hook_calls.c.id)).scalars().all()
+
+
+def verify(url: str, capsys) -> tuple[int, list[str]]:
+    capsys.readouterr()
+    status = cli.main(["audit", "verify", "--database-url", url])
+    return status, capsys.readouterr().out.splitlines()
+
+
+def test_a_killed_process_journal_is_replayed_once_by_the_next(store, url, tmp_path, capsys):
+    directory = tmp_path / "journal"
+    # A process journals three calls while the database refuses them, then is killed with SIGKILL.
+    script = textwrap.dedent(f"""
+        import os, signal
+        from sqlalchemy.exc import OperationalError
+        from cds_service.storage import Journal
+        class Down:
+            def write_journal(self, records):
+                raise OperationalError("INSERT", {{}}, Exception("the database is down"))
+        journal = Journal(Down(), {str(directory)!r})
+        for n in range(3):
+            journal.submit(service_id={SVC!r}, hook_instance=f"killed-{{n}}", status=200, latency_ms=1.5,
+                           data_source="prefetch", cards=())
+        journal.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    assert subprocess.run([sys.executable, "-c", script], cwd=ROOT).returncode == -9
+    [left] = directory.glob("*.jsonl")
+    copy = left.read_bytes()
+    assert instances(store) == []
+
+    journal = storage.Journal(store, directory)
+    assert journal.replay() == 3
+    assert instances(store) == ["killed-0", "killed-1", "killed-2"]
+    assert not list(directory.glob("*.jsonl"))
+    left.write_bytes(copy)  # the same file replayed again (a replay cut short): nothing twice
+    assert journal.replay() == 3
+    assert instances(store) == ["killed-0", "killed-1", "killed-2"]
+    status, out = verify(url, capsys)
+    assert status == 0 and "audit chain intact: 3 chained row(s) of 1 writer(s)" in out[0]
+
+
+def test_a_live_process_journal_is_not_taken_by_another(store, tmp_path):
+    directory = tmp_path / "journal"
+    live = storage.Journal(storage.Store(f"sqlite:///{tmp_path / 'other.db'}"), directory)
+    submit(live, "live-1")
+    assert storage.Journal(store, directory).replay() == 0  # its lock is held
+    assert instances(store) == []
+
+
+def test_past_the_disk_budget_calls_are_counted_logged_and_the_gap_shows(store, url, tmp_path, capsys, caplog):
+    from cds_service.observability import metrics_body
+    journal = storage.Journal(store, tmp_path / "journal", max_bytes=500)
+    dropped = journal_module.DROPPED.labels("call")._value.get()
+    with caplog.at_level(logging.ERROR, "cds_service.storage"):
+        for n in range(3):
+            submit(journal, f"call-{n}")
+    assert journal_module.DROPPED.labels("call")._value.get() == dropped + 2
+    assert [r.message for r in caplog.records].count(next(r.message for r in caplog.records)) == 1  # once a minute
+    assert "audit journal full" in caplog.records[0].message
+    assert b"cds_audit_journal_dropped_total" in metrics_body()[0]
+    journal.max_bytes = 1 << 20  # room again
+    submit(journal, "call-3")
+    assert journal.flush()
+    assert instances(store) == ["call-0", "call-3"]
+    status, out = verify(url, capsys)
+    assert status == 1
+    assert "missing before it: seq 2 to 3" in out[1]
+
+
+def test_feedback_while_the_database_is_down_is_journaled_and_stored_when_it_is_back(store, tmp_path):
+    journal = storage.Journal(store, tmp_path / "journal")
+    submit(journal, "call-1", card("c-1"))
+    working = store.engine
+    store.engine = sa.create_engine("postgresql+psycopg://cds:cds@127.0.0.1:9/cds")  # nothing listens on port 9
+    entries = [{"card": "c-1", "outcome": "overridden", "outcomeTimestamp": "2026-11-23T18:14:14Z",
+                "overrideReason": {"reason": {"code": "protocol"}, "userComment": "per protocol"}},
+               {"card": "c-1", "outcome": "bogus"}]
+    counts = journal.store_feedback(SVC, entries)
+    assert counts == {"stored": 0, "duplicates": 0, "unknown_cards": 0, "rejected": 1, "journaled": 1}
+    assert "per protocol" not in "".join(p.read_text() for p in (tmp_path / "journal").glob("*.jsonl"))
+    store.engine = working
+    assert journal.flush()
+    assert journal.store_feedback(SVC, entries[:1])["duplicates"] == 1  # it was stored once
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(storage.feedback)).mappings().all()
+    assert [(r["card_uuid"], r["matched"], r["reason_code"], r["has_comment"]) for r in rows] == [
+        ("c-1", True, "protocol", True)]
+
+
+@pytest.fixture
+def chained(store, url, tmp_path):
+    """Five calls with a card each, written through the journal; a copy of the database for SQLite."""
+    journal = storage.Journal(store, tmp_path / "journal")
+    for n in range(5):
+        submit(journal, f"call-{n}", card(f"card-{n}"), status=200 if n != 2 else 412)
+    assert journal.flush()
+    if url.startswith("sqlite"):
+        copy = tmp_path / "copy.db"
+        store.engine.dispose()
+        shutil.copy(tmp_path / "cds.db", copy)
+        return f"sqlite:///{copy}"
+    return url  # PostgreSQL: changed in place (its tables are dropped after the test)
+
+
+def change(url: str, *statements: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.execute(sa.text(statement))
+    engine.dispose()
+
+
+def test_verify_finds_a_row_changed_by_hand(chained, url, capsys):
+    assert verify(chained, capsys)[0] == 0
+    change(chained, "UPDATE cds_hook_calls SET status = 200 WHERE hook_instance = 'call-2'")
+    status, out = verify(chained, capsys)
+    assert status == 1 and "seq 3)" in out[1] and "altered" in out[1]
+    if url.startswith("sqlite"):
+        assert verify(url, capsys)[0] == 0  # the original is intact
+
+
+def test_verify_finds_a_card_changed_by_hand(chained, capsys):
+    change(chained, "UPDATE cds_issued_cards SET rating = 'appropriate' WHERE card_uuid = 'card-4'")
+    status, out = verify(chained, capsys)
+    assert status == 1 and "seq 5)" in out[1] and "altered" in out[1]
+
+
+def test_verify_finds_a_row_deleted_by_hand(chained, capsys):
+    change(chained, "DELETE FROM cds_issued_cards WHERE card_uuid = 'card-1'",
+           "DELETE FROM cds_hook_calls WHERE hook_instance = 'call-1'")
+    status, out = verify(chained, capsys)
+    assert status == 1 and "seq 3)" in out[1] and "missing before it: seq 2 to 2" in out[1]
+
+
+def test_verify_finds_rows_swapped_by_hand(chained, capsys):
+    change(chained, "UPDATE cds_hook_calls SET seq = -1 WHERE hook_instance = 'call-1'",
+           "UPDATE cds_hook_calls SET seq = 2 WHERE hook_instance = 'call-2'",
+           "UPDATE cds_hook_calls SET seq = 3 WHERE seq = -1")
+    status, out = verify(chained, capsys)
+    assert status == 1 and "seq 2)" in out[1] and "reordered" in out[1]
