@@ -55,8 +55,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     authenticator = auth.from_settings(settings.trusted_issuers, settings.allowed_algorithms, settings.jwt_leeway,
                                        development=not settings.production,
                                        claim_jti=storage.ReplayGuard(store.jti))
-    handler = build_handler(settings, kb, on_unmatched=sitecodes.UnmatchedCounter(store),
-                            suppressor=suppression.from_settings(store, settings))
+    suppressor = suppression.from_settings(store, settings)
+    handler = build_handler(settings, kb, on_unmatched=sitecodes.UnmatchedCounter(store), suppressor=suppressor)
+    journal.housekeeping = storage.Retention(store, settings.audit_retention_days,
+                                             [suppressor.purge] if suppressor else []).maybe_purge
     fhir_servers = FhirServerPolicy(auth.parse_trusted_issuers(settings.trusted_issuers)[1], settings.production)
     limits = Limits.of(settings)
     app.extensions["cds"] = Runtime(settings, kb, handler, store, journal, authenticator,

@@ -183,3 +183,25 @@ def test_verify_finds_rows_swapped_by_hand(chained, capsys):
            "UPDATE cds_hook_calls SET seq = 3 WHERE seq = -1")
     status, out = verify(chained, capsys)
     assert status == 1 and "seq 2)" in out[1] and "reordered" in out[1]
+
+
+def test_retention_deletes_what_is_past_its_period_and_the_chain_still_verifies(store, url, tmp_path, capsys):
+    from datetime import timedelta
+    now = storage.utcnow()
+    journal = storage.Journal(store, tmp_path / "journal")
+    for n, age in enumerate((timedelta(days=2200), timedelta(days=2191), timedelta(days=2189), timedelta(0))):
+        journal.submit(service_id=SVC, hook_instance=f"call-{n}", status=200, latency_ms=1.0,
+                       data_source="prefetch", cards=[card(f"card-{n}")], called_at=now - age)
+    assert journal.flush()
+    store.claim_jti("iss", "expired", now.timestamp() - 1)
+    store.claim_jti("iss", "valid", now.timestamp() + 300)
+    others = []
+    retention = storage.Retention(store, 2190, [lambda at: others.append(at) or 5])
+    assert retention.purge(now) == {"cds_hook_calls": 2, "cds_feedback": 0, "cds_jti_claims": 1, "other": 5}
+    assert instances(store) == ["call-2", "call-3"]
+    with store.engine.connect() as conn:
+        assert set(conn.execute(sa.select(storage.issued_cards.c.card_uuid)).scalars()) == {"card-2", "card-3"}
+        assert set(conn.execute(sa.select(storage.jti_claims.c.jti)).scalars()) == {"valid"}
+    assert others == [now]
+    status, out = verify(url, capsys)
+    assert status == 0 and "2 chained row(s)" in out[0]  # the first row left starts its writer's chain

@@ -6,26 +6,28 @@ Nothing here imports the clinical flow.
     audit          hook-call audit rows and their chain     journal    the audit's local journal
     batch          writes off the request path, in batches (suppression, unmatched codes)
     card_feedback  feedback entries        jti        jti claims        reporting  the report
+    retention      old rows deleted in the background
     migrate        versioned schema migrations (Alembic, migrations/versions/)
 """
 from __future__ import annotations
 
-from . import migrate
 import os
 from concurrent.futures import TimeoutError as WaitTimeout
 
 from sqlalchemy.engine import make_url
 
+from . import migrate
 from .audit import Audit, CardRecord
 from .db import Database, background, default_url, utcnow
 from .card_feedback import Feedback, FeedbackEntry, entry_from_json, parse_entry, parse_timestamp
 from .jti import JtiClaims, ReplayGuard
 from .journal import Journal
+from .retention import Retention
 from .migrate import SchemaError
 from .reporting import format_report, report
 from .schema import ID_MAX, SUGGESTIONS_MAX, feedback, hook_calls, issued_cards, jti_claims, metadata
 
-__all__ = ["Store", "Journal", "ReplayGuard", "journal_dir", "CardRecord", "Database", "FeedbackEntry", "default_url", "format_report",
+__all__ = ["Store", "Journal", "ReplayGuard", "Retention", "journal_dir", "CardRecord", "Database", "FeedbackEntry", "default_url", "format_report",
            "parse_entry", "parse_timestamp", "metadata", "hook_calls", "issued_cards", "feedback",
            "jti_claims", "ID_MAX", "SUGGESTIONS_MAX", "utcnow", "SchemaError"]
 

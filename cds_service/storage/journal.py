@@ -87,7 +87,15 @@ class Journal:
         """store: has write_journal(records) (a Store). directory: created if need be."""
         self.store = store
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"the audit journal's folder {self.directory} cannot be made ({exc.strerror}): "
+                             "set CDS_JOURNAL_DIR to a writable folder") from None
+        if not os.access(self.directory, os.W_OK):
+            raise ValueError(f"the audit journal's folder {self.directory} is not writable: set CDS_JOURNAL_DIR "
+                             "to a writable folder")
+        self.housekeeping = lambda: None  # run by the drainer thread after each drain (retention.py)
         self.max_bytes = max_bytes or DEFAULT_MAX_MB << 20
         self.lock = threading.Lock()       # appends, in the order the calls were answered
         self.draining = threading.Lock()   # one drain at a time
@@ -183,6 +191,7 @@ class Journal:
             try:
                 if time.monotonic() >= self.retry_at:
                     self.flush()
+                self.housekeeping()
                 if time.monotonic() >= next_scan:
                     next_scan = time.monotonic() + ORPHAN_SECONDS
                     self.replay()
