@@ -22,8 +22,7 @@ TABLES = ("cds_hook_calls", "cds_issued_cards")
 
 def database_bytes(store: storage.Store, path: Path | None) -> int:
     if path is not None:
-        with store.engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        store.engine.dispose()  # the last connection closed: SQLite moves the WAL into the file
         return path.stat().st_size
     with store.engine.connect() as conn:
         return sum(conn.execute(sa.text("SELECT pg_total_relation_size(:t)"), {"t": t}).scalar() for t in TABLES)
@@ -39,9 +38,6 @@ def main(argv: list[str] | None = None) -> int:
         sqlite = None if args.database_url else work / "cds.db"
         store = storage.Store(args.database_url or f"sqlite:///{sqlite}")
         journal = storage.Journal(store, work / "journal")
-        if not sqlite:
-            with store.engine.connect() as conn:
-                conn.exec_driver_sql("VACUUM ANALYZE cds_hook_calls")
         before = database_bytes(store, sqlite)
         journaled = 0
         for n in range(args.calls):
@@ -54,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                 journal.flush()
                 journal._rotate()  # count each line once: a drained file is replaced
         journal.flush()
+        journal.close()
         grown = database_bytes(store, sqlite) - before
         per_call_db, per_call_journal = grown / args.calls, journaled / args.calls
         print(f"{'PostgreSQL' if not sqlite else 'SQLite'}, {args.calls} calls (one warning card each):")

@@ -304,7 +304,7 @@ class Journal:
             return
         with self.lock:
             if done and os.fstat(self.fd).st_size == self.drained:
-                os.unlink(self.path)
+                self.path.unlink(missing_ok=True)
             os.close(self.fd)
             self.reader.close()
             self.pid = None
