@@ -205,3 +205,33 @@ def test_retention_deletes_what_is_past_its_period_and_the_chain_still_verifies(
     assert others == [now]
     status, out = verify(url, capsys)
     assert status == 0 and "2 chained row(s)" in out[0]  # the first row left starts its writer's chain
+
+
+def test_audit_export_writes_one_valid_fhir_audit_event_per_call(store, url, tmp_path, capsys):
+    import json
+    from datetime import timedelta
+
+    from fhir.resources.R4B.auditevent import AuditEvent
+    journal = storage.Journal(store, tmp_path / "journal")
+    long_ago = storage.utcnow() - timedelta(days=30)
+    journal.submit(service_id=SVC, hook_instance="old", status=200, latency_ms=1.0, data_source="prefetch",
+                   cards=[], called_at=long_ago)
+    submit(journal, "warned", card("card-1"))
+    submit(journal, "refused", status=412)
+    assert journal.flush()
+    out = tmp_path / "audit.ndjson"
+    since = (storage.utcnow() - timedelta(days=1)).date().isoformat()
+    assert cli.main(["audit", "export", "--database-url", url, "--out", str(out), "--since", since,
+                     "--base-url", "https://cds.hospital.example.org"]) == 0
+    assert "2 AuditEvent(s) written" in capsys.readouterr().err
+    events = [AuditEvent.model_validate(json.loads(line)) for line in out.read_text().splitlines()]
+    warned, refused = events
+    assert (warned.outcome, refused.outcome, refused.outcomeDesc) == ("0", "4", "HTTP 412")
+    assert warned.type.code == "rest" and warned.action == "E"
+    assert [a.requestor for a in warned.agent] == [True, False]
+    assert warned.agent[1].who.identifier.value == f"https://cds.hospital.example.org/cds-services/{SVC}"
+    call, issued = warned.entity
+    assert call.what.identifier.value == "warned"
+    assert any(d.type == "auditChain" and "seq=2 " in d.valueString for d in call.detail)
+    assert issued.what.identifier.value == "card-1" and issued.description == "v1/ct-chest"
+    assert {(d.type, d.valueString) for d in issued.detail} >= {("indicator", "warning"), ("rating", "not-appropriate")}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime, timezone
-from typing import Iterable, Protocol
+from typing import Any, Iterable, Iterator, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -101,6 +101,24 @@ class Audit:
 
 
 
+def calls_with_cards(db: Database, where=None, order_by=(hook_calls.c.id,)) -> Iterator[tuple[Any, dict]]:
+    """Hook-call rows (optionally filtered and ordered) with each one's content as the chain hashes it
+    (normalized's shape, its cards included), read CHUNK_ROWS at a time."""
+    query = sa.select(hook_calls).order_by(*order_by)
+    if where is not None:
+        query = query.where(where)
+    with db.read() as conn:
+        for part in conn.execution_options(yield_per=CHUNK_ROWS).execute(query).partitions():
+            cards: dict[int, list] = {}
+            for c in conn.execute(sa.select(issued_cards).where(issued_cards.c.call_id.in_([r.id for r in part]))):
+                cards.setdefault(c.call_id, []).append([c.card_uuid, c.order_id, c.rule, c.indicator, c.rating,
+                                                        c.suggestion_uuids])
+            for r in part:
+                yield r, {"called_at": iso(r.called_at), "service_id": r.service_id, "hook_instance": r.hook_instance,
+                          "status": r.status, "latency_ms": r.latency_ms, "data_source": r.data_source,
+                          "cards": cards.get(r.id, [])}
+
+
 def verify(db: Database, limit: int = 20) -> tuple[int, list[str], dict[str, str]]:
     """Check each writer's chain of hook-call rows in the database: (rows checked, problems in the
     order of writer and sequence number, at most `limit`; the newest hash of each writer). A writer's
@@ -108,38 +126,24 @@ def verify(db: Database, limit: int = 20) -> tuple[int, list[str], dict[str, str
     problems: list[str] = []
     heads: dict[str, str] = {}
     checked = 0
-    columns = [hook_calls.c[n] for n in ("id", "writer", "seq", "prev_hash", "row_hash", "called_at", "service_id",
-                                         "hook_instance", "status", "latency_ms", "data_source")]
-    with db.read() as conn:
-        result = conn.execution_options(yield_per=CHUNK_ROWS).execute(
-            sa.select(*columns).where(hook_calls.c.writer.is_not(None))
-            .order_by(hook_calls.c.writer, hook_calls.c.seq))
-        writer, seq, prev, last_id = None, 0, "", 0
-        for part in result.partitions():
-            cards: dict[int, list] = {}
-            for c in conn.execute(sa.select(issued_cards).where(issued_cards.c.call_id.in_([r.id for r in part]))):
-                cards.setdefault(c.call_id, []).append([c.card_uuid, c.order_id, c.rule, c.indicator, c.rating,
-                                                        c.suggestion_uuids])
-            for r in part:
-                checked += 1
-                where = f"row id {r.id} (writer {r.writer}, seq {r.seq})"
-                if r.writer != writer:
-                    writer, seq, prev, last_id = r.writer, r.seq, r.prev_hash, 0
-                if r.seq != seq:
-                    problems.append(f"{where}: missing before it: seq {seq} to {r.seq - 1} of writer {r.writer}")
-                    prev = r.prev_hash
-                elif r.prev_hash != prev:
-                    problems.append(f"{where}: reordered or the row before it changed: its previous hash is not "
-                                    "the hash of the row before it")
-                if r.id < last_id:
-                    problems.append(f"{where}: reordered: written before the row that precedes it in its chain")
-                row = {"called_at": iso(r.called_at), "service_id": r.service_id, "hook_instance": r.hook_instance,
-                       "status": r.status, "latency_ms": r.latency_ms, "data_source": r.data_source,
-                       "cards": cards.get(r.id, [])}
-                if chain_hash(r.prev_hash or "", row) != r.row_hash:
-                    problems.append(f"{where}: altered: its content (or its cards) does not match its hash")
-                seq, prev, last_id = r.seq + 1, r.row_hash, r.id
-                heads[r.writer] = r.row_hash
-                if len(problems) >= limit:
-                    return checked, problems[:limit], heads
-    return checked, problems, heads
+    writer, seq, prev, last_id = None, 0, "", 0
+    for r, row in calls_with_cards(db, hook_calls.c.writer.is_not(None), (hook_calls.c.writer, hook_calls.c.seq)):
+        checked += 1
+        where = f"row id {r.id} (writer {r.writer}, seq {r.seq})"
+        if r.writer != writer:
+            writer, seq, prev, last_id = r.writer, r.seq, r.prev_hash, 0
+        if r.seq != seq:
+            problems.append(f"{where}: missing before it: seq {seq} to {r.seq - 1} of writer {r.writer}")
+            prev = r.prev_hash
+        elif r.prev_hash != prev:
+            problems.append(f"{where}: reordered or the row before it changed: its previous hash is not "
+                            "the hash of the row before it")
+        if r.id < last_id:
+            problems.append(f"{where}: reordered: written before the row that precedes it in its chain")
+        if chain_hash(r.prev_hash or "", row) != r.row_hash:
+            problems.append(f"{where}: altered: its content (or its cards) does not match its hash")
+        seq, prev, last_id = r.seq + 1, r.row_hash, r.id
+        heads[r.writer] = r.row_hash
+        if len(problems) >= limit:
+            break
+    return checked, problems[:limit], heads
