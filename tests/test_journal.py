@@ -235,3 +235,23 @@ def test_audit_export_writes_one_valid_fhir_audit_event_per_call(store, url, tmp
     assert any(d.type == "auditChain" and "seq=2 " in d.valueString for d in call.detail)
     assert issued.what.identifier.value == "card-1" and issued.description == "v1/ct-chest"
     assert {(d.type, d.valueString) for d in issued.detail} >= {("indicator", "warning"), ("rating", "not-appropriate")}
+
+
+def test_the_background_purge_runs_hourly_and_survives_a_database_that_is_down(store, tmp_path, caplog):
+    from cds_service.storage import retention as retention_module
+    store.claim_jti("iss", "expired", storage.utcnow().timestamp() - 1)
+    retention = storage.Retention(store, 2190)
+    retention.maybe_purge()  # not yet: the first purge waits a minute after start
+    with store.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(storage.jti_claims)).scalar() == 1
+    retention.next_at = 0.0
+    retention.maybe_purge()
+    with store.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(storage.jti_claims)).scalar() == 0
+    assert retention.next_at > retention_module.time.monotonic() + retention_module.PURGE_SECONDS - 60
+    working, retention.next_at = store.engine, 0.0
+    store.engine = sa.create_engine("postgresql+psycopg://cds:cds@127.0.0.1:9/cds")  # nothing listens on port 9
+    with caplog.at_level(logging.WARNING, "cds_service.storage"):
+        retention.maybe_purge()
+    store.engine = working
+    assert "tried again in an hour" in caplog.text

@@ -223,3 +223,28 @@ def test_explain_names_the_suppression(tmp_path):
     app.extensions["cds"].handler.suppressor.flush()
     assert suppression.report(app.extensions["cds"].store) == []
     assert json.dumps(x)  # serialisable
+
+
+def test_retention_forgets_overrides_past_their_window_and_shown_warnings_after_a_day(tmp_path):
+    app = make_app(f"sqlite:///{tmp_path / 'cds.db'}")
+    start = storage.utcnow()
+    advance = clock(app, start)
+    client = app.test_client()
+    [first] = b.warning_cards(call(client, "order-1"))
+    override(client, first)
+    advance(45)
+    b.warning_cards(call(client, "order-2"))  # shown, not overridden
+    suppressor = app.extensions["cds"].handler.suppressor
+    suppressor.flush()
+    store = app.extensions["cds"].store
+
+    def counts():
+        with store.read() as conn:
+            return [conn.execute(sa.select(sa.func.count()).select_from(t)).scalar()
+                    for t in (suppression.overridden_warnings, suppression.shown_warnings)]
+    assert counts() == [1, 2]
+    assert suppressor.purge(start + timedelta(minutes=59)) == 0
+    assert suppressor.purge(start + timedelta(minutes=61)) == 1   # the override's 60-minute window is over
+    assert counts() == [0, 2]
+    assert suppressor.purge(start + timedelta(days=1, minutes=46)) == 2  # shown more than a day ago
+    assert counts() == [0, 0]
