@@ -117,7 +117,8 @@ class Journal:
         self._new_segment()
         threading.Thread(target=self._run, name="cds-audit-journal", daemon=True).start()
 
-    def _new_segment(self) -> None:
+    def _new_segment(self) -> tuple:
+        """Open this process's next file (and lock it); returns the previous file's (fd, reader)."""
         self.part += 1
         self.path = self.directory / f"{self.writer}.{self.part:05d}.jsonl"
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -127,19 +128,26 @@ class Journal:
         return old
 
     def _append(self, kind: str, record: dict) -> bool:
-        """Under self.lock: one line, unless the disk budget is spent."""
+        """Under self.lock: one line, unless the disk budget is spent (or the disk is full)."""
         line = json.dumps(record, separators=(",", ":")).encode() + b"\n"
+        problem = None
         if self.used + len(line) > self.max_bytes:
-            DROPPED.labels(kind).inc()
-            now = time.monotonic()
-            if now - self.dropped_logged_at >= 60:
-                self.dropped_logged_at = now
-                log.error("audit journal full (%d of %d bytes, CDS_JOURNAL_MAX_MB): %s records are not kept "
-                          "until the database takes the journal", self.used, self.max_bytes, kind)
-            return False
-        os.write(self.fd, line)
-        self.used += len(line)
-        return True
+            problem = f"full ({self.used} of {self.max_bytes} bytes, CDS_JOURNAL_MAX_MB)"
+        else:
+            try:
+                os.write(self.fd, line)
+            except OSError as exc:  # e.g. the volume is full: the call is answered all the same
+                problem = f"not writable ({exc.strerror})"
+        if problem is None:
+            self.used += len(line)
+            return True
+        DROPPED.labels(kind).inc()
+        now = time.monotonic()
+        if now - self.dropped_logged_at >= 60:
+            self.dropped_logged_at = now
+            log.error("audit journal %s: %s records are not kept until the database takes the journal",
+                      problem, kind)
+        return False
 
     def submit(self, **call) -> None:
         """Journal a hook call's audit row (service_id, hook_instance, status, latency_ms, data_source,
