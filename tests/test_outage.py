@@ -84,7 +84,7 @@ def postgres():
 class Service:
     """gunicorn in production mode as the image runs it, trusting one signing client."""
 
-    def __init__(self, tmp: Path, database_url: str):
+    def __init__(self, tmp: Path, database_url: str, **env: str):
         self.tmp, self.client = tmp, Client(tmp)
         self.journal = tmp / "journal"
         port = free_port()
@@ -93,7 +93,7 @@ class Service:
                "CDS_TRUSTED_ISSUERS": f'{{"{ISSUER}": "{self.client.jwks_file}"}}', "CDS_PUBLIC_BASE_URL": self.base,
                "CDS_PATIENT_HASH_KEY": "test-key", "CDS_JOURNAL_DIR": str(self.journal),
                "PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics"), "WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "4",
-               "CDS_LOG_LEVEL": "WARNING"}
+               "CDS_LOG_LEVEL": "WARNING", **env}
         self.log = (tmp / "server.log").open("w+")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}",
@@ -202,6 +202,29 @@ def test_postgres_stopped_for_10_s_and_a_worker_killed_meanwhile_lose_no_call_an
     assert len(answered) > 100 and fallbacks > 0
     assert not missing
     assert not list(service.journal.glob("*.jsonl"))  # drained and deleted
+    assert "audit chain intact" in verify(postgres.url, capsys)
+
+
+def test_an_instance_started_while_postgres_is_down_answers_and_audits_once_it_is_back(postgres, tmp_path, capsys):
+    assert cli.main(["migrate", "--database-url", postgres.url]) == 0  # the deploy's migration ran before
+    postgres.stop()
+    service = Service(tmp_path, postgres.url, CDS_DB_SCHEMA="check")  # e.g. a pod restarted during the outage
+    try:
+        ready = requests.get(f"{service.base}/ready", timeout=5)
+        answered, failed = service.load(lambda: time.sleep(3))
+        postgres.start()
+        for _ in range(100):  # the journal is drained when the database is back (retried every 5 s at most)
+            if set(answered) <= audited(postgres.url):
+                break
+            time.sleep(0.2)
+    finally:
+        service.stop()
+    missing = set(answered) - audited(postgres.url)
+    report(capsys, f"outage: instance started while PostgreSQL was down: {len(answered)} calls answered 200, "
+                   f"{len(failed)} not, {len(missing)} without an audit row once it was back")
+    assert ready.status_code == 200 and ready.json()["database"] == "unreachable"
+    assert not failed and len(answered) > 50
+    assert not missing
     assert "audit chain intact" in verify(postgres.url, capsys)
 
 

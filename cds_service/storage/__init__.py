@@ -11,10 +11,12 @@ Nothing here imports the clinical flow.
 """
 from __future__ import annotations
 
+import logging
 import os
 from concurrent.futures import TimeoutError as WaitTimeout
 
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from . import migrate
 from .audit import Audit, CardRecord
@@ -27,8 +29,10 @@ from .migrate import SchemaError
 from .reporting import format_report, report
 from .schema import ID_MAX, SUGGESTIONS_MAX, feedback, hook_calls, issued_cards, jti_claims, metadata
 
-__all__ = ["Store", "Journal", "ReplayGuard", "Retention", "journal_dir", "CardRecord", "Database", "FeedbackEntry", "default_url", "format_report",
-           "parse_entry", "parse_timestamp", "metadata", "hook_calls", "issued_cards", "feedback",
+log = logging.getLogger("cds_service.storage")
+
+__all__ = ["Store", "Journal", "ReplayGuard", "Retention", "journal_dir", "CardRecord", "Database",
+           "FeedbackEntry", "default_url", "format_report", "parse_entry", "parse_timestamp", "metadata", "hook_calls", "issued_cards", "feedback",
            "jti_claims", "ID_MAX", "SUGGESTIONS_MAX", "utcnow", "SchemaError"]
 
 
@@ -36,16 +40,24 @@ class Store(Database):
     """One database and what the service keeps in it.
 
     schema: "migrate" brings the schema to the newest revision, "check" raises SchemaError unless it is
-    there (where `cds-service migrate` runs once per deploy), "none" leaves it alone."""
+    there (where `cds-service migrate` runs once per deploy), "none" leaves it alone. A database
+    server that cannot be reached at start is not waited for (an instance restarted during an outage
+    answers calls and journals their audit); a SQLite file that cannot be opened is an error."""
 
     def __init__(self, url: str, schema: str = "migrate"):
         super().__init__(url)
-        if schema == "migrate":
-            migrate.upgrade(self)
-        elif schema == "check":
-            migrate.check(self)
-        elif schema != "none":
+        if schema not in ("migrate", "check", "none"):
             raise ValueError(f"schema={schema!r}: expected migrate, check or none")
+        try:
+            if schema == "migrate":
+                migrate.upgrade(self)
+            elif schema == "check":
+                migrate.check(self)
+        except OperationalError:
+            if self.dialect == "sqlite":
+                raise
+            log.warning("the database cannot be reached at start: its schema is not checked; hook calls are "
+                        "answered and their audit is journaled until it is back")
         self.engine.dispose()  # no pooled connection left for a forking server (gunicorn --preload)
         self.audit = Audit(self)
         self.feedback = Feedback(self)
