@@ -8,6 +8,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     CDS_ENV=production \
     CDS_KNOWLEDGE_DIR=/app/knowledge \
     CDS_DATABASE_URL=sqlite:////app/instance/cds.db \
+    CDS_JOURNAL_DIR=/app/instance/audit-journal \
     PROMETHEUS_MULTIPROC_DIR=/tmp/cds-metrics
 
 WORKDIR /app

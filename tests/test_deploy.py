@@ -80,6 +80,7 @@ def test_the_audit_journal_has_a_volume_larger_than_its_budget():
     [volume] = [v for v in POD["spec"]["volumes"] if v["name"] == mount["name"]]
     assert "medium" not in volume["emptyDir"]  # on disk, not in the container's memory
     assert volume["emptyDir"]["sizeLimit"] == "2Gi" and int(env["CDS_JOURNAL_MAX_MB"]) < 2 * 1024
+    assert "CDS_JOURNAL_DIR=/app/instance/" in DOCKERFILE  # the image's own writable folder (chown'd to its user)
 
 
 def test_settings_and_secrets_are_real():
