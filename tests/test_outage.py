@@ -241,7 +241,7 @@ def test_sqlite_locked_by_another_writer_calls_are_answered_at_once_and_audited_
         holder.close()
         time.sleep(2)
     try:
-        answered, failed = service.load(lock, timeout=2.0)  # a call waiting on the lock would time out
+        answered, failed = service.load(lock, timeout=3.0)  # a call waiting on the lock (5 s a try) would time out
     finally:
         service.stop()
     missing = set(answered) - audited(f"sqlite:///{database}")
