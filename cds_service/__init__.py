@@ -31,7 +31,6 @@ class Runtime:
     authenticator: auth.Authenticator
     fhir_servers: FhirServerPolicy
     limits: Limits
-    replay: storage.ReplayGuard   # the authenticator's jti claims, collected by the routes
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -53,9 +52,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     journal = storage.Journal(store, settings.journal_dir or storage.journal_dir(url, app.instance_path),
                               settings.journal_max_mb << 20)
     journal.replay_at_start()
-    replay = storage.ReplayGuard(store.jti)
     authenticator = auth.from_settings(settings.trusted_issuers, settings.allowed_algorithms, settings.jwt_leeway,
-                                       development=not settings.production, claim_jti=replay)
+                                       development=not settings.production,
+                                       claim_jti=storage.ReplayGuard(store.jti))
     suppressor = suppression.from_settings(store, settings)
     handler = build_handler(settings, kb, on_unmatched=sitecodes.UnmatchedCounter(store), suppressor=suppressor)
     journal.housekeeping = storage.Retention(store, settings.audit_retention_days,
@@ -63,7 +62,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     fhir_servers = FhirServerPolicy(auth.parse_trusted_issuers(settings.trusted_issuers)[1], settings.production)
     limits = Limits.of(settings)
     app.extensions["cds"] = Runtime(settings, kb, handler, store, journal, authenticator,
-                                    fhir_servers, limits, replay)
+                                    fhir_servers, limits)
 
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()] \
         or ([] if settings.production else ["*"])

@@ -43,10 +43,10 @@ def later() -> float:
 
 def test_a_jti_is_claimed_once_across_instances(store):
     one, other = storage.ReplayGuard(store.jti), storage.ReplayGuard(store.jti)
-    assert one.check(ISS, "a", later()) is True
-    assert one.check(ISS, "a", later()) is False     # replayed to the same process
-    assert other.check(ISS, "a", later()) is False   # replayed to another instance
-    assert other.check(ISS, "b", later()) is True
+    assert one(ISS, "a", later()) is True
+    assert one(ISS, "a", later()) is False     # replayed to the same process
+    assert other(ISS, "a", later()) is False   # replayed to another instance
+    assert other(ISS, "b", later()) is True
 
 
 def test_a_slow_database_is_not_waited_for(store, caplog):
@@ -59,7 +59,7 @@ def test_a_slow_database_is_not_waited_for(store, caplog):
     guard = storage.ReplayGuard(Slow())
     before = jti_module.MEMORY_CLAIMS._value.get()
     with caplog.at_level(logging.WARNING, "cds_service.storage"):
-        assert guard.check(ISS, "slow", later()) is True  # answered while the claim is still waiting
+        assert guard(ISS, "slow", later()) is True  # answered while the claim is still waiting
     assert not release.is_set()
     release.set()
     assert jti_module.MEMORY_CLAIMS._value.get() == before + 1
@@ -72,15 +72,15 @@ def test_while_the_database_is_down_claims_are_in_memory_and_shared_when_it_is_b
     guard = storage.ReplayGuard(down)
     before = jti_module.MEMORY_CLAIMS._value.get()
     with caplog.at_level(logging.WARNING, "cds_service.storage"):
-        assert guard.check(ISS, "during-1", later()) is True
-        assert guard.check(ISS, "during-2", later()) is True
-        assert guard.check(ISS, "during-1", later()) is False  # this process still refuses a replay
+        assert guard(ISS, "during-1", later()) is True
+        assert guard(ISS, "during-2", later()) is True
+        assert guard(ISS, "during-1", later()) is False  # this process still refuses a replay
     assert down.calls == 2 and jti_module.MEMORY_CLAIMS._value.get() == before + 2
     assert caplog.text.count("fall back to this process's memory") == 1  # once per outage
 
     guard.claims = store.jti  # the database is back
     with caplog.at_level(logging.WARNING, "cds_service.storage"):
-        assert guard.check(ISS, "after", later()) is True
+        assert guard(ISS, "after", later()) is True
     assert "2 claim(s) made in memory are written now" in caplog.text
     for _ in range(100):  # written in the background
         if len(claimed(store)) == 3:
@@ -88,7 +88,7 @@ def test_while_the_database_is_down_claims_are_in_memory_and_shared_when_it_is_b
         time.sleep(0.02)
     assert claimed(store) == {"during-1", "during-2", "after"}
     other = storage.ReplayGuard(store.jti)
-    assert other.check(ISS, "during-1", later()) is False  # another instance refuses what was claimed in memory
+    assert other(ISS, "during-1", later()) is False  # another instance refuses what was claimed in memory
 
 
 def claimed(store) -> set[str]:

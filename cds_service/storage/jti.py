@@ -1,10 +1,8 @@
 """JWT replay protection: each (issuer, jti) is claimed once, in the database all instances share.
 
 On the hook path (ReplayGuard) a claim is checked in this process's memory first, then in the
-database: the shared claim starts when the token is read and is collected (settle) just before the
-answer is sent, so that it runs while the cards are made, and it is waited for until
-CLAIM_WAIT_SECONDS after it started at most. While the database is down, locked or slow the claim is
-made in memory only (counted, logged once per outage), so no hook call waits on it."""
+database, waited for CLAIM_WAIT_SECONDS at most: while the database is down, locked or slow the
+claim is made in memory only (counted, logged once per outage), so no hook call waits on it."""
 from __future__ import annotations
 
 import hashlib
@@ -71,11 +69,7 @@ class JtiClaims:
 
 
 class ReplayGuard:
-    """claim_jti for the Authenticator: this process's memory, then the shared claim (bounded wait).
-
-    Calling it checks the memory and starts the shared claim; take() hands the claim this thread
-    started to the request, settle(claim) says whether it held. A caller that has nothing to do
-    meanwhile uses check()."""
+    """claim_jti for the Authenticator: this process's memory, then the shared claim (bounded wait)."""
 
     def __init__(self, claims: JtiClaims, clock=time.time):
         self.claims = claims
@@ -86,11 +80,8 @@ class ReplayGuard:
         self.retry_at = 0.0        # monotonic: no database claim before then (an outage)
         self.down = False
         self.unshared: list[tuple[str, str, float]] = []  # claimed in memory only, written when it is back
-        self.pending = threading.local()  # the shared claim this thread started last, until taken
 
     def __call__(self, issuer: str, jti: str, expires_at: float) -> bool:
-        """False when this process saw the jti; else True, and the shared claim is started."""
-        self.pending.claim = None
         now = self.clock()
         with self.lock:
             if now - self.swept_at >= 1.0:
@@ -101,24 +92,9 @@ class ReplayGuard:
             self.seen[(issuer, jti)] = expires_at
         if time.monotonic() < self.retry_at:
             return self._in_memory(issuer, jti, expires_at)
-        self.pending.claim = (background().submit(self.claims.claim_jti, issuer, jti, expires_at),
-                              time.monotonic(), issuer, jti, expires_at)
-        return True
-
-    def take(self) -> tuple | None:
-        """The shared claim this thread started last (None: none), once."""
-        claim, self.pending.claim = getattr(self.pending, "claim", None), None
-        return claim
-
-    def settle(self, claim: tuple | None) -> bool:
-        """False when the shared claim found the jti claimed already (by another process or instance).
-        It is waited for until CLAIM_WAIT_SECONDS after it started; failed or late, it counts as made,
-        in this process's memory."""
-        if claim is None:
-            return True
-        future, started, issuer, jti, expires_at = claim
+        future = background().submit(self.claims.claim_jti, issuer, jti, expires_at)
         try:
-            claimed = future.result(timeout=max(0.0, started + CLAIM_WAIT_SECONDS - time.monotonic()))
+            claimed = future.result(timeout=CLAIM_WAIT_SECONDS)
         except (WaitTimeout, SQLAlchemyError) as exc:
             future.cancel()
             self._outage(exc)
@@ -126,10 +102,6 @@ class ReplayGuard:
         if self.down:
             self._recovered()
         return claimed
-
-    def check(self, issuer: str, jti: str, expires_at: float) -> bool:
-        """Claim and wait for the answer."""
-        return self(issuer, jti, expires_at) and self.settle(self.take())
 
     def _in_memory(self, issuer: str, jti: str, expires_at: float) -> bool:
         MEMORY_CLAIMS.inc()
