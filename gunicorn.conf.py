@@ -12,6 +12,9 @@ Every value can be changed without editing this file:
   GUNICORN_GRACEFUL_TIMEOUT  seconds in-flight calls get to finish on SIGTERM (default 20)
   GUNICORN_KEEPALIVE   seconds an idle keep-alive connection is held (default 5: EHRs and proxies
                        reuse connections)
+  GUNICORN_READ_TIMEOUT  seconds a request (head and body) may take to arrive once it started;
+                       it is read by the worker's event loop, not a thread (default 10; see
+                       cds_service/serving.py)
   GUNICORN_ACCESSLOG   access log target, e.g. "-" for stderr (default: off; the service writes
                        its own JSON line per hook call)
   GUNICORN_LOGLEVEL    gunicorn's own log level (default info)
@@ -61,7 +64,9 @@ def usable_cores() -> int:
 wsgi_app = "cds_service:create_app()"
 bind = [a.strip() for a in os.environ.get("GUNICORN_BIND", "127.0.0.1:8000").split(",") if a.strip()]
 workers = _int("WEB_CONCURRENCY", min(2 * usable_cores() + 1, 8))
-worker_class = "gthread"
+# gthread, except that a request is read whole (with a deadline) before it takes a thread: slow
+# or half-open clients cannot hold the threads (cds_service/serving.py).
+worker_class = "cds_service.serving.BufferingThreadWorker"
 threads = _int("GUNICORN_THREADS", 4)
 # A gthread worker accepts connections while it holds fewer than worker_connections (gunicorn's
 # default: 1000), busy or not. Keep-alive connections opened together (a proxy's pool, the

@@ -3,7 +3,8 @@
 A 7-year-old girl with a new B-cell ALL (confirmed, active, onset a few days ago) and a CT chest
 with contrast (CPT 71260) selected: the service answers a warning card suggesting a chest
 radiograph. The other Conditions and draft orders are ordinary paediatric and ALL-workup
-content that the knowledge does not know, so the service has to look at them and let them go.
+content from before the diagnostic episode (or resolved), so the service has to read them and let
+them go.
 
 Dates are relative to the day of the run, as the service's are.
 """
@@ -27,10 +28,11 @@ VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
 SR_CATEGORY = "http://snomed.info/sct"
 
-# (SNOMED CT, display, ICD-10-CM): none is in the knowledge's value sets.
+# (SNOMED CT, display, ICD-10-CM): none is in the knowledge's value sets. Every fifth is still active
+# (a skin, bowel, weight, attention or dental problem: no exclusion); respiratory ones are resolved.
 UNRELATED = [
-    ("195967001", "Asthma", "J45.909"),
     ("24079001", "Atopic dermatitis", "L20.9"),
+    ("195967001", "Asthma", "J45.909"),
     ("65363002", "Otitis media", "H66.90"),
     ("61582004", "Allergic rhinitis", "J30.9"),
     ("43878008", "Streptococcal sore throat", "J02.0"),
@@ -40,24 +42,24 @@ UNRELATED = [
     ("25374005", "Gastroenteritis", "A08.4"),
     ("9826008", "Conjunctivitis", "H10.9"),
     ("414916001", "Obesity", "E66.9"),
-    ("406506008", "Attention deficit hyperactivity disorder", "F90.9"),
+    ("8009008", "Nocturnal enuresis", "N39.44"),
     ("32398004", "Bronchitis", "J20.9"),
     ("36971009", "Sinusitis", "J32.9"),
     ("81000006", "Pediculosis capitis", "B85.0"),
-    ("399963005", "Abrasion", "T14.8"),
+    ("406506008", "Attention deficit hyperactivity disorder", "F90.9"),
     ("125605004", "Fracture of bone", "S52.509A"),
-    ("8009008", "Nocturnal enuresis", "N39.44"),
+    ("399963005", "Abrasion", "T14.8"),
     ("195662009", "Acute viral pharyngitis", "J02.9"),
     ("235595009", "Gastroesophageal reflux disease", "K21.9"),
-    ("71186008", "Croup", "J05.0"),
     ("80967001", "Dental caries", "K02.9"),
+    ("71186008", "Croup", "J05.0"),
     ("48277006", "Impetigo", "L01.00"),
     ("40070004", "Molluscum contagiosum", "B08.1"),
     ("197480006", "Anxiety disorder", "F41.9"),
-    ("10509002", "Acute bronchitis", "J20.9"),
+    ("126485001", "Urticaria", "L50.9"),
     ("444814009", "Viral sinusitis", "J01.90"),
     ("283371005", "Laceration of forearm", "S51.819A"),
-    ("126485001", "Urticaria", "L50.9"),
+    ("10509002", "Acute bronchitis", "J20.9"),
     ("40055000", "Chronic sinusitis", "J32.9"),
 ]
 
@@ -126,7 +128,7 @@ def conditions(count: int, today: date) -> list[dict]:
     found = [all_condition(today)]
     for i in range(count - 1):
         snomed, display, icd10 = UNRELATED[i % len(UNRELATED)]
-        onset = 30 + (i * 37) % (7 * 365 - 60)
+        onset = 120 + (i * 37) % (7 * 365 - 150)   # before the diagnostic episode (episode.toml)
         clinical = "active" if i % 5 == 0 else "resolved"
         category = "problem-list-item" if i % 3 == 0 else "encounter-diagnosis"
         found.append(condition(f"cond-{i + 1}", snomed, display, icd10, today, onset, clinical, category))
@@ -245,7 +247,8 @@ def build(today: date, stub_base: str) -> list[Shape]:
     ]
 
 
-SCALING = [(10, 3), (100, 3), (1000, 3), (5000, 3), (10, 20), (10, 50), (10, 100)]  # (Conditions, draft orders; 100 is CDS_MAX_ORDERS)
+# (Conditions, draft orders): 1,000 is CDS_MAX_RESOURCES, 100 is CDS_MAX_ORDERS
+SCALING = [(10, 3), (100, 3), (1000, 3), (10, 20), (10, 50), (10, 100)]
 
 
 def scaling(today: date) -> list[Shape]:

@@ -9,8 +9,8 @@ from typing import Any, Mapping
 from flask import Flask
 from flask_cors import CORS
 
-from . import (api, auth, config, demo, explain, fhir_export, guidance, jsonio, knowledge, observability, openapi,
-               sitecodes, storage, suppression)
+from . import (api, auth, config, demo, explain, fhir_export, governance, guidance, jsonio, knowledge, observability,
+               openapi, sitecodes, storage, suppression)
 from .cli import report_command
 from .fhir_data import FhirClient
 from .fhir_servers import FhirServerPolicy
@@ -48,15 +48,17 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json = jsonio.OrjsonProvider(app)  # keys in the order they were built
     url = settings.database_url or storage.default_url(app.instance_path)
-    store = storage.Store(url, settings.db_schema)
+    store = storage.Store(url, settings.db_schema, settings.db_pool_size)
     journal = storage.Journal(store, settings.journal_dir or storage.journal_dir(url, app.instance_path),
-                              settings.journal_max_mb << 20)
+                              settings.journal_max_mb << 20, kb.release.label)
     journal.replay_at_start()
     authenticator = auth.from_settings(settings.trusted_issuers, settings.allowed_algorithms, settings.jwt_leeway,
                                        development=not settings.production,
-                                       claim_jti=storage.ReplayGuard(store.jti))
+                                       claim_jti=storage.ReplayGuard(store.jti),
+                                       max_lifetime=settings.jwt_max_lifetime, max_age=settings.jwks_max_age)
     suppressor = suppression.from_settings(store, settings)
     handler = build_handler(settings, kb, on_unmatched=sitecodes.UnmatchedCounter(store), suppressor=suppressor)
+    handler.governance = governance.Governance(governance.switches_from_settings(settings, kb), store)
     journal.housekeeping = storage.Retention(store, settings.audit_retention_days,
                                              [suppressor.purge] if suppressor else []).maybe_purge
     fhir_servers = FhirServerPolicy(auth.parse_trusted_issuers(settings.trusted_issuers)[1], settings.production)
@@ -76,6 +78,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     demo.register(app)
     openapi.register(app)
     app.cli.add_command(report_command)
+    log.info("knowledge loaded", extra={"fields": {"event": "knowledge", "release": kb.release.version,
+                                                    "digest": kb.release.digest, "procedures": len(kb.procedures)}})
     if not settings.production:
         log.warning("development mode: hook calls without a token are accepted and the CDS Hooks Sandbox's "
                     "issuer is trusted; set CDS_ENV=production for a real EHR")

@@ -1,6 +1,7 @@
 """Flask routes only: translate HTTP to calls and back. Every answer is JSON."""
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from collections import Counter
@@ -20,6 +21,14 @@ bp = Blueprint("cds", __name__)
 
 JSON_TYPES = ("application/json", "application/fhir+json")
 AUTHENTICATED = {"cds.discovery", "cds.call_service", "cds.feedback"}
+LOG_TEXT_MAX = 300  # characters of an error message in a log line (the rest may be a caller's text)
+REFUSED = "authentication failed"  # all a refused caller is told in production (the reason is logged)
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+                    "Cross-Origin-Resource-Policy": "same-site"}
+HSTS = "max-age=31536000; includeSubDomains"
+CSP_JSON = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+CSP_HTML = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; " \
+           "base-uri 'none'; form-action 'none'"  # the guidance pages: their own inline style, no script
 
 
 def runtime():
@@ -36,8 +45,18 @@ def read_json() -> object:
     mimetype = request.mimetype
     if mimetype not in JSON_TYPES and not mimetype.endswith("+json"):
         raise HookError(415, f"Content-Type must be application/json, not '{mimetype or 'none'}'")
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is None:  # chunked: read at most one byte more than the limit
+        body = b""
+        while len(body) <= limit and (part := request.stream.read(limit + 1 - len(body))):
+            body += part
+        if len(body) > limit:
+            raise HookError(413, f"the request body is larger than {limit} bytes (CDS_MAX_BODY_BYTES)",
+                            "too-costly")
+    else:
+        body = request.get_data(cache=False)
     try:
-        return jsonio.loads(request.get_data(cache=False))
+        return jsonio.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise HookError(400, f"the request body is not valid JSON: {exc}") from None
     except RecursionError:
@@ -71,13 +90,13 @@ def authenticate():
     header = request.headers.get("Authorization")
     if not rt.settings.production and not header:
         return None  # development: calls without a token are accepted (warned at start-up)
-    base = rt.settings.public_base_url.rstrip("/")
+    base = rt.settings.public_base_url.rstrip("/")  # always set in production (config.py)
     audience = base + request.path if base else request.base_url
     try:
         g.issuer = rt.authenticator.verify(header, audience)["iss"]
     except AuthError as exc:  # a token that is present must be valid, in development too
-        g.error = f"authentication failed: {exc.message}"
-        response = outcome_response(401, g.error, "security")
+        g.error = f"{REFUSED}: {exc.message}"  # logged; in production the caller is told no more than REFUSED
+        response = outcome_response(401, REFUSED if rt.settings.production else g.error, "security")
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
     return None
@@ -85,7 +104,7 @@ def authenticate():
 
 @bp.get("/cds-services")
 def discovery():
-    return {"services": [s.discovery() for s in hooks.SERVICES.values()]}
+    return {"services": [s.discovery(runtime().knowledge.release) for s in hooks.SERVICES.values()]}
 
 
 @bp.post("/cds-services/<service_id>")
@@ -119,10 +138,14 @@ def feedback(service_id: str):
     if not isinstance(entries, list):
         raise HookError(400, "'feedback' must be an array of feedback entries")
     rt = runtime()
-    counts = rt.audit.store_feedback(service_id, entries)  # in the journal while the database is unavailable
+    if len(entries) > rt.settings.max_feedback_entries:
+        raise HookError(413, f"{len(entries)} feedback entries in one post, more than "
+                             f"{rt.settings.max_feedback_entries} (CDS_MAX_FEEDBACK_ENTRIES)", "too-costly")
+    # stored only about cards issued to this caller; in the journal while the database is unavailable
+    counts = rt.audit.store_feedback(service_id, entries, g.get("issuer") or "")
     if rt.handler.suppressor:  # overridden warnings are not repeated (see suppression.py)
         try:
-            rt.handler.suppressor.on_feedback(entries)
+            rt.handler.suppressor.on_feedback(entries, g.get("issuer") or "")
         except SQLAlchemyError:  # the feedback is recorded; the warning will simply be shown again
             log.warning("an overridden warning could not be recorded for repeat-alert suppression", exc_info=True)
     log.info("feedback", extra={"fields": {"event": "feedback", "service": service_id, **counts}})
@@ -147,6 +170,15 @@ def ready():
 
 @bp.get("/metrics")
 def metrics():
+    """Open in development; in production only with `Authorization: Bearer <CDS_METRICS_TOKEN>`
+    (no token configured: 404), since the per-rule counters tell in real time what is being ordered."""
+    settings = runtime().settings
+    if settings.production:
+        if not settings.metrics_token:
+            raise HookError(404, "metrics are off: set CDS_METRICS_TOKEN to scrape them", "not-found")
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {settings.metrics_token}".encode()):
+            raise HookError(401, REFUSED, "security", {"WWW-Authenticate": "Bearer"})
     body, content_type = observability.metrics_body()
     return Response(body, content_type=content_type)
 
@@ -175,18 +207,34 @@ def record_hook_call(response: Response) -> Response:
               "status": status, "latency_ms": round(latency * 1000, 3), "data_source": source,
               "cards": dict(Counter(card.indicator for card in issued))}
     if status >= 400:  # no patient or resource id reaches the log: they are replaced by keyed hashes
-        fields["error"] = observability.scrub(g.get("error"), patient_id)
+        fields["error"] = observability.scrub((g.get("error") or "")[:LOG_TEXT_MAX], patient_id)
         if g.get("fetch_reason"):
             fields["fetch_reason"] = observability.scrub(g.fetch_reason, patient_id)
     log.info("hook call", extra={"fields": fields})
-    if service_id != "unknown":
+    # A refused call (401) is counted (cds_hook_requests_total) and logged, not written to the audit:
+    # anyone can send them, as fast as they like.
+    if service_id != "unknown" and status != 401:
         runtime().audit.submit(service_id=service_id, hook_instance=g.get("hook_instance") or "", status=status,
-                               latency_ms=latency * 1000, data_source=source, cards=issued)
+                               latency_ms=latency * 1000, data_source=source, cards=issued,
+                               issuer=g.get("issuer") or "")
+    return response
+
+
+def security_headers(response: Response) -> Response:
+    """On every answer: no sniffing, no referrer, no framing, no caching unless a route chose, HSTS in
+    production, and a content security policy (none at all for JSON; the pages' own style for HTML)."""
+    response.headers.update(SECURITY_HEADERS)
+    response.headers.setdefault("Content-Security-Policy", CSP_HTML if response.mimetype == "text/html" else CSP_JSON)
+    if "Cache-Control" not in response.headers:
+        response.headers["Cache-Control"] = "no-store"
+    if runtime().settings.production:
+        response.headers["Strict-Transport-Security"] = HSTS
     return response
 
 
 def register(app: Flask) -> None:
     app.register_blueprint(bp)
+    app.after_request(security_headers)
 
     @app.errorhandler(HookError)
     def hook_error(exc: HookError):

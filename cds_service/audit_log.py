@@ -3,9 +3,10 @@ row changed, missing or out of order. `cds-service audit export`: the rows as FH
 the shape of IHE Basic Audit Log Patterns (BALP), one JSON per line, for a hospital's audit repository.
 
 Each call is an AuditEvent of type `rest` with action `E` (execute): the CDS client (the EHR) is the
-Source Role ID and requestor, this service the Destination Role ID, the hook call (its hookInstance)
-and each issued card entities; the row's place in its chain is a detail. No patient is named: the
-audit stores no patient id (the EHR's own audit log finds the patient by hookInstance)."""
+Source Role ID and requestor (named by its JWT issuer when the call was signed), this service the
+Destination Role ID, the hook call (its hookInstance) and each issued card entities; the knowledge
+release that answered and the row's place in its chain are details. No patient is named: the audit
+stores no patient id (the EHR's own audit log finds the patient by hookInstance)."""
 from __future__ import annotations
 
 import json
@@ -49,6 +50,8 @@ def audit_event(r, row: dict, base_url: str) -> dict:
     details = [{"type": "serviceId", "valueString": row["service_id"]},
                {"type": "dataSource", "valueString": row["data_source"]},
                {"type": "latencyMs", "valueString": str(row["latency_ms"])}]
+    if row["knowledge_version"]:
+        details.append({"type": "knowledgeVersion", "valueString": row["knowledge_version"]})
     if r.writer:
         details.append({"type": "auditChain", "valueString": f"writer={r.writer} seq={r.seq} hash={r.row_hash}"})
     entities = [{"what": {"identifier": {"type": {"text": "hookInstance"}, "value": row["hook_instance"]}},
@@ -69,7 +72,8 @@ def audit_event(r, row: dict, base_url: str) -> dict:
         "outcome": "0" if row["status"] < 400 else "4" if row["status"] < 500 else "8",
         "outcomeDesc": f"HTTP {row['status']}",
         "agent": [{"type": {"coding": [{"system": DCM, "code": "110153", "display": "Source Role ID"}]},
-                   "who": {"display": "CDS client (EHR)"}, "requestor": True},
+                   "who": {"identifier": {"value": row["issuer"]}, "display": "CDS client (EHR)"}
+                   if row["issuer"] else {"display": "CDS client (EHR)"}, "requestor": True},
                   {"type": {"coding": [{"system": DCM, "code": "110152", "display": "Destination Role ID"}]},
                    "who": {"identifier": {"value": service}}, "requestor": False,
                    "network": {"address": service, "type": "5"}}],

@@ -19,7 +19,9 @@ from .knowledge import Knowledge, Rating
 PAMA_PREFIX = "http://fhir.org/argonaut/Extension/pama-rating"
 PAMA_SYSTEM = "http://fhir.org/argonaut/CodeSystem/pama-rating"
 SUMMARY_MAX = 139
-DATA_NAMES = {"Condition": "diagnoses", "MedicationRequest": "medication orders", "Patient": "the patient record"}
+DATA_NAMES = {"Condition": "diagnoses", "MedicationRequest": "medication orders", "Patient": "the patient record",
+              "MedicationAdministration": "medication administrations", "MedicationStatement": "medication statements",
+              "Procedure": "procedures"}
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,8 @@ class Renderer:
     def source(self, rule: str) -> dict:
         topic = self.k.topic
         return {"label": topic.label, "url": topic.url,
-                "topic": {"system": topic.topic_system, "code": rule, "display": topic.title}}
+                "topic": {"system": topic.topic_system, "code": rule, "display": topic.title,
+                          "version": self.k.release.label}}  # the knowledge release that decided
 
     def category(self, rating: Rating) -> dict:
         return {"system": self.k.acr_category_system, "code": rating.id, "display": rating.label}
@@ -234,22 +237,29 @@ class Renderer:
     def relied_on(self, scope: Scope, facts: PatientFacts) -> str:
         items = [self.person(scope)]
         items += [self.diagnosis(d) for d in scope.diagnoses] or ["no active ALL diagnosis recorded"]
-        others = [d for d in facts.evidence if d.kind not in ("symptom", "therapy") and d not in scope.diagnoses]
+        others = [d for d in facts.evidence if d.kind not in ("symptom", "therapy", "expected", "benign")
+                  and d not in scope.diagnoses]
         items += [f"also recorded: {self.coded(d)}" for d in others]
+        for kind, words in (("expected", "expected at ALL diagnosis"), ("benign", "unrelated to staging")):
+            if found := list(dict.fromkeys(self.coded(d) for d in facts.evidence if d.kind == kind)):
+                items.append(f"classified as {words}: " + ", ".join(found))
         items.append("symptoms: " + ", ".join(self.coded(d) for d in scope.symptoms) if scope.symptoms
-                     else "no symptoms recorded")
+                     else f"no symptoms recorded ({facts.classified} other current diagnoses classified)"
+                     if facts.classified else "no symptoms recorded")
         if scope.therapy:
             items.append("therapy: " + ", ".join(self.coded(d) for d in scope.therapy))
         elif facts.medications_read is None:
             items.append(f"therapy not checked (no medication data; a diagnosis within "
                          f"{self.k.policies.new_within_days} days stands in)")
         elif facts.medications_read:
-            items.append(f"no ALL therapy among {facts.medications_read} medication orders")
+            items.append(f"no ALL therapy among {facts.medications_read} medication and procedure records")
         else:
             items.append("no medication orders on record")
-        unread = sorted({DATA_NAMES.get(g.data, g.data) for g in facts.gaps if g.could_hide_evidence})
+        unread = sorted({DATA_NAMES.get(g.data, g.data) for g in facts.gaps if g.kind in ("unread", "unreadable")})
         if unread:
             items.append("not read in full: " + ", ".join(unread))
+        if unclassified := sum(g.kind == "unclassified" for g in facts.gaps):
+            items.append(f"{unclassified} item{'s' * (unclassified > 1)} could not be classified")
         if invalid := sum(g.kind == "invalid" for g in facts.gaps):
             items.append(f"{invalid} invalid diagnosis record{'s' * (invalid > 1)} read only for what takes the child out")
         if skipped := sum(g.kind == "skipped" for g in facts.gaps):

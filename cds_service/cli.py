@@ -10,7 +10,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from . import audit_log, fhir_export, sitecodes, suppression
+from . import audit_log, fhir_export, governance, review, sitecodes, suppression
 from .storage import Database, Store, default_url, format_report, migrate
 
 INSTANCE_DIR = "instance"
@@ -22,9 +22,11 @@ def database_url(explicit: str | None = None) -> str:
 
 
 def full_report(store: Store) -> str:
-    """The report: cards per rule with their feedback, unmatched imaging orders, suppressed repeats."""
+    """The report: cards per rule with their feedback, unmatched imaging orders, suppressed repeats, orders
+    per day and the cards withheld from the EHR (silent mode, rules off)."""
     return "\n\n".join([format_report(store.report()), sitecodes.format_report(sitecodes.report(store)),
-                        suppression.format_report(suppression.report(store))])
+                        suppression.format_report(suppression.report(store)),
+                        governance.format_report(governance.report(store))])
 
 
 def database_option(command) -> None:
@@ -44,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
                     "instances at once.")
     for command in (report, upgrade):
         database_option(command)
+    report.add_argument("--html", metavar="FILE", help="write the monitoring report with charts to FILE (one "
+                                                       "self-contained HTML page that needs no network)")
     fhir_export.add_export_command(commands)
+    review.add_commands(commands)
     audit_log.add_audit_command(commands, database_option)
     explain = commands.add_parser(
         "explain", help="why a hook request gets the cards it gets (or none), step by step",
@@ -69,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         store = Store(database_url(args.database_url))
         try:
+            if args.html:
+                from .monitoring import write
+                write(store, args.html)
+                print(args.html)
+                return 0
             print(full_report(store))
         finally:
             store.close()

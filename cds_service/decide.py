@@ -125,6 +125,8 @@ def assess(facts: PatientFacts, reasons: Iterable[Evidence], knowledge: Knowledg
             found["diagnosis-invalid"] = {}
         if any(e.verification_status in UNCONFIRMED for e in all_dx):
             found["unconfirmed"] = {}
+    if contradicted := [e for e in clean if e.contradiction]:
+        found["contradictory"] = {"what": contradicted[0].contradiction}
     if clean and None in dates:
         found["date-unknown"] = {}
     elif clean and diagnosis_date < today - timedelta(days=policies.new_within_days):
@@ -136,13 +138,14 @@ def assess(facts: PatientFacts, reasons: Iterable[Evidence], knowledge: Knowledg
 
     ordered = tuple(Reason(reason, found[rid]) for rid, reason in policies.out_of_scope.items() if rid in found)
     in_on_what_was_read = bool(clean) and not ordered
-    withheld = tuple(g for g in facts.gaps if g.could_hide_evidence and g.data in policies.withhold_when_unread) \
-        if in_on_what_was_read else ()
+    withheld = tuple(g for g in facts.gaps if g.kind == "unclassified" or (
+        g.could_hide_evidence and g.data in policies.withhold_when_unread)) if in_on_what_was_read else ()
     return Scope(
         applies=in_on_what_was_read and not withheld,
         relevant=any(e.kind in ALL_KINDS + ("excluded",) and not e.from_text for e in recorded),
         reasons=ordered, withheld=withheld,
-        age=age, sex=facts.sex, diagnoses=tuple(clean or all_dx),
+        age=age, sex=facts.clinical_sex or ("recorded sex data disagree" if facts.sex else None),
+        diagnoses=tuple(clean or all_dx),
         diagnosis_date=diagnosis_date, symptoms=symptoms, therapy=therapy, today=today,
     )
 
@@ -178,5 +181,5 @@ def decide(facts: PatientFacts, orders: Sequence[Order], reasons: Iterable[Evide
     findings = ()
     if scope.applies:
         staging = [o for o in orders if o.staging is not False]
-        findings = tuple(f for f in (judge(o, facts.sex, knowledge) for o in staging) if f)
+        findings = tuple(f for f in (judge(o, facts.clinical_sex, knowledge) for o in staging) if f)
     return Decision(scope, findings, tuple(orders))

@@ -1,7 +1,7 @@
 """Demo patients: synthetic children (and one adult) covering the scenario, in demo/patients/.
 
 In development mode they are served as a small read-only FHIR R4 server at /demo/fhir (Patient read,
-Condition and MedicationRequest searches, /metadata; CORS open, no authentication), which the CDS
+searches of every type the service prefetches, /metadata; CORS open, no authentication), which the CDS
 Hooks Sandbox can use as its FHIR server. `cds-service try` fires each of them with each imaging
 order at a running service and prints the cards and ratings.
 
@@ -26,7 +26,7 @@ from .hooks import operation_outcome
 PREFIX = "/demo/fhir"
 FHIR_JSON = "application/fhir+json"
 RELATIVE = re.compile(r"\{\{today((?:-\d+[ymd])*)\}\}")
-SEARCHABLE = ("Condition", "MedicationRequest")
+SEARCHABLE = ("Condition", "MedicationRequest", "MedicationAdministration", "MedicationStatement", "Procedure")
 
 bp = Blueprint("cds_demo", __name__, url_prefix=PREFIX)
 
@@ -209,7 +209,9 @@ def order_select(patient: DemoPatient, coding: dict, today_: date) -> dict:
             "context": {"userId": "Practitioner/demo", "patientId": pid, "selections": [f"ServiceRequest/{order['id']}"],
                         "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": order}]}},
             "prefetch": {"patient": resources[0], "conditions": bundle("Condition"),
-                         "medications": bundle("MedicationRequest")}}
+                         "medications": bundle("MedicationRequest"),
+                         "medicationAdministrations": bundle("MedicationAdministration"),
+                         "medicationStatements": bundle("MedicationStatement"), "procedures": bundle("Procedure")}}
 
 
 def summarise(status: int, body: Any) -> tuple[str, str]:

@@ -114,6 +114,9 @@ def explanation(evaluation: Evaluation, handler: HookHandler, service: hooks.Ser
                               for f in decision.findings]
     result["suppressed"] = [{"order": x.order_id, "rule": x.rule, "overridden_at": x.overridden_at.isoformat(),
                              "shown_again_after": x.until.isoformat()} for x in evaluation.suppressed]
+    rules = {c.uuid: c.rule for c in evaluation.outcome.rendered.issued}
+    result["withheld"] = [{"rule": rules.get(uuid), "why": why, **({"reason": reason} if reason else {})}
+                          for uuid, why, reason in evaluation.withheld]
     result["cards"] = [{"indicator": c["indicator"], "summary": c["summary"], "rule": c["source"]["topic"]["code"],
                         "suggestions": [s["label"] for s in c.get("suggestions", ())]}
                        for c in body.get("cards", [])]
@@ -193,6 +196,9 @@ def as_text(x: dict) -> str:
         lines += [f"   card [{c['indicator']}] {c['summary']}" + "".join(f"\n     suggestion: {s}" for s in c["suggestions"])
                   for c in x["cards"]] or ["   no cards"]
         lines += [f"   PAMA rating {oid}: {r}" for oid, r in x["ratings"].items()]
+        lines += [f"   kept from the EHR: {w['rule']} ("
+                  + ("silent mode, CDS_SILENT" if w["why"] == "silent" else f"rule off: {w['reason']}") + ")"
+                  for w in x.get("withheld", [])]
         lines += [f"   not shown again: the warning {s['rule']} for {s['order']} (overridden at {s['overridden_at']}; "
                   f"shown again after {s['shown_again_after']})" for s in x.get("suppressed", [])]
     lines += ["", f"Why: {x['conclusion']}"]
@@ -216,8 +222,10 @@ def register(app: Flask) -> None:
 
 def run(path: str, as_json: bool) -> int:
     """`cds-service explain`: 0 when explained, 2 when the request is refused (400)."""
-    from . import build_handler, config
-    handler = build_handler(config.from_env())
+    from . import build_handler, config, governance
+    settings = config.from_env()
+    handler = build_handler(settings)
+    handler.governance = governance.Governance(governance.switches_from_settings(settings, handler.knowledge))
     try:
         with open(path, encoding="utf-8") as f:
             body = json.load(f)

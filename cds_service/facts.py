@@ -14,6 +14,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, Iterable, Mapping
 
 from .knowledge import Knowledge
+from .knowledge.episode import POSITIVE, icd10cm, tokens
 
 CLINICAL_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 VERIFICATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
@@ -23,6 +24,16 @@ UNKNOWN = "unknown"  # a status given, but not readable from the HL7 code system
 IGNORED_VERIFICATION = {"refuted", "entered-in-error"}
 NOT_CURRENT = {"inactive", "remission", "resolved"}
 ALL_KINDS = ("all", "all-remission", "all-relapse")
+CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-category"
+CONFIRMING_CATEGORIES = {"problem-list-item", "encounter-diagnosis"}  # where an absent verification means confirmed
+EXCLUDING = ("all-remission", "all-relapse", "excluded", "symptom", "therapy")
+BIRTH_SEX = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex"
+US_CORE_SEX = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-sex"
+SEX_FOR_CLINICAL_USE = "http://hl7.org/fhir/StructureDefinition/patient-sexParameterForClinicalUse"
+SEX_CODES = {"M": "male", "F": "female", "male": "male", "female": "female", "248153007": "male",
+             "248152002": "female", "male-typical": "male", "female-typical": "female"}
+NEGATIONS = frozenset({"not", "no", "never", "non"})
+THERAPY_CHANNELS = ("MedicationRequest", "MedicationAdministration", "MedicationStatement", "Procedure")
 # The vocabularies a code without a known system is tried in, by what it codes.
 CONDITION_SYSTEMS = ("snomed", "icd10")
 MEDICATION_SYSTEMS = ("rxnorm", "atc")
@@ -33,12 +44,13 @@ class Gap:
     """Something of the record that could not be read, or was read only in part."""
     data: str    # the resource type: Condition, MedicationRequest, Patient
     kind: str    # unread: not read (in full); unreadable: read but not understood;
-                 # invalid: not valid R4, read leniently; skipped: not about this patient
+                 # invalid: not valid R4, read leniently; skipped: not about this patient;
+                 # unclassified: read, but the closed world cannot account for it (always withholds)
     detail: str  # for people: what and why
 
     @property
     def could_hide_evidence(self) -> bool:
-        return self.kind in ("unread", "unreadable")
+        return self.kind in ("unread", "unreadable", "unclassified")
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,7 @@ class Evidence:
     verification_status: str | None = None  # HL7 code, UNKNOWN, or None when not given
     date: date | None = None   # diagnosis date (ALL kinds); None when it cannot be known
     exact: bool = True         # from a valid resource with a known system: may bring a child in
+    contradiction: str | None = None  # why an ALL Condition contradicts itself (it is then not new)
 
     @property
     def from_text(self) -> bool:
@@ -66,7 +79,14 @@ class PatientFacts:
     sex: str | None            # Patient.gender: male, female, other, unknown, or None
     evidence: tuple[Evidence, ...]
     gaps: tuple[Gap, ...] = ()
-    medications_read: int | None = None  # MedicationRequests read; None when none could be had
+    medications_read: int | None = None  # therapy records read (medications, procedures); None: none could be had
+    sex_data: tuple[str, ...] = ()       # other recorded sex data (US Core birth sex, sex for clinical use)
+    classified: int = 0                  # recent diagnoses positively classified (closed world)
+
+    @property
+    def clinical_sex(self) -> str | None:
+        """Patient.gender when every recorded sex datum agrees with it; None otherwise."""
+        return self.sex if all(d == self.sex for d in self.sex_data) else None
 
     def age_on(self, day: date) -> int | None:
         if self.birth_date is None:
@@ -101,14 +121,25 @@ def is_empty(concept: Any) -> bool:
     return not any(c.get("code") not in (None, "") for c in concept_codings(concept)) and not concept_texts(concept)
 
 
-def status(concept: Any, system: str, codes: set[str]) -> str | None:
+def status(concept: Any, system: str, codes: set[str], words: Mapping[str, frozenset[str]] | None = None) -> str | None:
     """The HL7 status code, wherever its coding stands; UNKNOWN when a status is given but cannot be
-    read from the HL7 code system (text only, local code, conflicting codes, a bare string)."""
+    read from the HL7 code system (text only, local code, conflicting codes, a bare string), or when
+    another coding or the text names another status (`words`: the words of each HL7 code) or a negation
+    ("Relapsed" or "In remission" beside HL7 active). A local code that names no status ("A") is let be."""
     if concept is None:
         return None
-    found = {c["code"] for c in concept_codings(concept)
+    codings = concept_codings(concept)
+    found = {c["code"] for c in codings
              if c.get("system") == system and isinstance(c.get("code"), str) and c["code"] in codes}
-    return found.pop() if len(found) == 1 else UNKNOWN
+    if len(found) != 1:
+        return UNKNOWN
+    code = found.pop()
+    if words is not None:
+        other = set().union(*(w for c, w in words.items() if c != code)) - words.get(code, frozenset()) | NEGATIONS
+        said = [c.get(k) for c in codings for k in ("code", "display")] + [concept.get("text")]
+        if any(isinstance(t, str) and other.intersection(tokens(t)) for t in said):
+            return UNKNOWN
+    return code
 
 
 def as_date(value: Any) -> date | None:
@@ -153,6 +184,8 @@ def onset_date(resource: dict, born: date | None) -> tuple[bool, date | None]:
     """(whether a date is given, the earliest date it can mean). onset[x] first; recordedDate only
     when no onset[x] is given. A given onset that cannot be read gives (True, None)."""
     onsets = {k: v for k, v in resource.items() if k.startswith("onset")}
+    if any(k.startswith("_onset") and k[1:] not in resource for k in resource):
+        return True, None  # an onset marked as absent (data-absent-reason): the date is not known
     if not onsets:
         if "recordedDate" not in resource:
             return False, None
@@ -202,54 +235,214 @@ def concept_evidence(concepts: Iterable[Any], knowledge: Knowledge, source: str,
             if match and match.kind not in found:
                 found[match.kind] = Evidence(match.kind, match.code.display, match.code.system, str(code), source,
                                              exact=exact and known_system)
+    leukemia = any(kind in ALL_KINDS for kind in found)
     for text in dict.fromkeys(t for t in texts if isinstance(t, str) and t.strip()):
-        for kind, words in knowledge.text_evidence(text):
+        for kind, words in knowledge.text_evidence(text, leukemia):
             if kind not in found:
                 found[kind] = Evidence(kind, words, None, None, source, exact=False)
     return list(found.values())
 
 
+def account(text: str, knowledge: Knowledge, notes: bool = False) -> tuple[bool, bool, bool]:
+    """(accounted for, names something positive, uncertain) for a text: accounted when every word is
+    covered by the lexicon's ALL names, expected findings, benign conditions, staging or neutral words
+    and none is a symptom or (unless `notes`) a word of uncertainty. A family-history clause counts
+    as benign."""
+    episode = knowledge.episode
+    family = episode.family.search(text) is not None
+    found, uncovered = episode.lexicon.scan(tokens(episode.family.sub(" ", text)))
+    kinds = {f.kind for f in found}
+    uncertain = "uncertain" in kinds
+    accounted = not uncovered and "symptom" not in kinds and (notes or not uncertain)
+    return accounted, family or bool(kinds & set(POSITIVE)), uncertain
+
+
+def icd_description(code: str) -> str | None:
+    try:
+        return icd10cm().get_description(code) if icd10cm().is_valid_item(code) else None
+    except (ValueError, KeyError):
+        return None
+
+
+def unaccounted(resource: dict, knowledge: Knowledge) -> str | None:
+    """What of a Condition's code the closed world cannot account for (its text, or its code), or None.
+    Accounted: a coding classified as ALL, an expected finding or a benign condition, or a text made
+    only of known words with one of them positive; and every text accounted for (or the official
+    ICD-10-CM description of one of its codes, EHR tags aside)."""
+    concept = resource.get("code")
+    positive, official, names = False, set(), []
+    for coding in concept_codings(concept):
+        system, code = coding.get("system"), coding.get("code")
+        if not isinstance(code, str) or not code.strip():
+            continue
+        known = knowledge.system_key(system)
+        match = knowledge.diagnosis_for(system, code) if known else knowledge.diagnosis_in_any_system(code, CONDITION_SYSTEMS)
+        positive |= bool(match and match.kind in POSITIVE)
+        if known in (None, "icd10") and (description := icd_description(code.strip())):
+            official.add(" ".join(tokens(description)))
+        names.append(f"{knowledge.system_names.get(known, 'code')} {code}")
+    for text in concept_texts(concept):
+        if " ".join(w for w in tokens(text) if w not in ("hcc", "cms")) in official:
+            continue
+        accounted, named, _ = account(text, knowledge)
+        if not accounted:
+            return text
+        positive |= named
+    if positive:
+        return None
+    texts = concept_texts(concept)
+    return texts[0] if texts else (names[0] if names else "a diagnosis without a code or text")
+
+
+def category_codes(resource: dict) -> set[str]:
+    return {c.get("code") for concept in listed(resource.get("category")) for c in concept_codings(concept)
+            if c.get("system") == CATEGORY_SYSTEM}
+
+
+def contradiction(resource: dict, day: date | None, born: date | None, today: date | None) -> str | None:
+    """Why an ALL Condition's dates or statuses contradict each other or the calendar, if they do."""
+    if any(k.startswith(("abatement", "_abatement")) for k in resource):
+        return "it has an abatement although it is recorded as current"
+    recorded = as_date(resource.get("recordedDate"))
+    if today and day and day > today:
+        return "its onset is after today"
+    if today and recorded and recorded > today:
+        return "its recorded date is after today"
+    if born and day and day.year < born.year:  # a partial onset ("2019") counts from its first day
+        return "its onset is before the year of birth"
+    if recorded and day and recorded < day - timedelta(days=1):
+        return "it was recorded before its onset"
+    return None
+
+
+def ALL_details(resource: dict) -> list[tuple[str, Any]]:
+    """The elements of an ALL Condition that say more about it: notes, stage, evidence, body site."""
+    found: list[tuple[str, Any]] = [("note", n.get("text")) for n in listed(resource.get("note")) if isinstance(n, dict)]
+    for stage in listed(resource.get("stage")):
+        if isinstance(stage, dict):
+            found += [("stage", stage.get("summary")), ("stage", stage.get("type"))]
+    for item in listed(resource.get("evidence")):
+        if isinstance(item, dict):
+            found += [("evidence", c) for c in listed(item.get("code"))]
+            found += [("evidence", d.get("display")) for d in listed(item.get("detail")) if isinstance(d, dict)]
+    found += [("body site", c) for c in listed(resource.get("bodySite"))]
+    return [(name, value) for name, value in found if value is not None]
+
+
 def condition_evidence(resource: dict, knowledge: Knowledge, born: date | None, valid: bool = True,
-                       source: str | None = None, as_reason: bool = False) -> list[Evidence]:
+                       source: str | None = None, as_reason: bool = False, today: date | None = None,
+                       gaps: list | None = None) -> list[Evidence]:
     """What a Condition records, read leniently. Refuted and entered-in-error ones record nothing; a
     symptom no longer current is left out, unless the Condition is an order's reason (the clinician's
-    statement now)."""
+    statement now). An ALL diagnosis is confirmed only by a confirmed verification status or (status
+    absent) a problem-list or encounter-diagnosis entry, and never when its name carries uncertainty;
+    its notes, stage, evidence and body site are read too (what they cannot account for goes to `gaps`)."""
     source = source or f"Condition/{resource.get('id', '?')}"
     evidence = concept_evidence([resource.get("code")], knowledge, source, valid)
     if not evidence:  # most of a record: the statuses and dates need not be read
         return []
-    verification = status(resource.get("verificationStatus"), VERIFICATION_SYSTEM, VERIFICATION_CODES)
+    words = knowledge.episode.status_words
+    verification = status(resource.get("verificationStatus"), VERIFICATION_SYSTEM, VERIFICATION_CODES,
+                          words["verification"])
     if verification in IGNORED_VERIFICATION:
         return []
-    clinical = status(resource.get("clinicalStatus"), CLINICAL_SYSTEM, CLINICAL_CODES)
+    clinical = status(resource.get("clinicalStatus"), CLINICAL_SYSTEM, CLINICAL_CODES, words["clinical"])
     result = []
+    is_all = any(e.kind in ALL_KINDS for e in evidence)
+    if is_all:
+        if verification is None and not category_codes(resource) & CONFIRMING_CATEGORIES:
+            verification = "unconfirmed"  # a health concern, or no category: nothing says it is confirmed
+        if any(account(t, knowledge)[2] for t in concept_texts(resource.get("code"))):
+            verification = "unconfirmed"  # "Suspected ALL - bone marrow pending"
+        for name, value in ALL_details(resource):
+            found = concept_evidence([value], knowledge, f"{source} ({name})", False)
+            evidence += [e for e in found if e.kind in EXCLUDING and e.kind not in {x.kind for x in evidence}]
+            for text in concept_texts(value):
+                if not account(text, knowledge, notes=True)[0] and gaps is not None and not found:
+                    gaps.append(Gap("Condition", "unclassified",
+                                    f"the {name} of the ALL diagnosis could not be classified: '{text[:80]}'"))
     for e in evidence:
         if e.kind == "symptom" and clinical in NOT_CURRENT and not as_reason:
             continue
         given, day = onset_date(resource, born) if e.kind in ALL_KINDS else (False, None)
         result.append(replace(e, clinical_status=clinical, verification_status=verification,
-                              date=day if given else None))
+                              date=day if given else None,
+                              contradiction=contradiction(resource, day, born, today) if e.kind == "all" else None))
     return result
+
+
+REFERENCE = re.compile(r"(?:^|/)((?:Medication|Patient)/[^/]+)(?:/_history/[^/]+)?$")
+
+
+def reference_key(reference: Any) -> str | None:
+    """"Medication/7" for a relative, absolute or versioned reference to it; "#id" stays as it is."""
+    if not isinstance(reference, str):
+        return None
+    if reference.startswith("#"):
+        return reference
+    found = REFERENCE.search(reference)
+    return found[1] if found else None
+
+
+def medication_concepts(medication: dict | None) -> list[Any]:
+    """A Medication's code and its ingredients' codes and names."""
+    if not isinstance(medication, dict):
+        return []
+    concepts = [medication.get("code")]
+    for item in listed(medication.get("ingredient")):
+        if isinstance(item, dict):
+            concepts.append(item.get("itemCodeableConcept"))
+            ref = item.get("itemReference")
+            concepts.append(ref.get("display") if isinstance(ref, dict) else None)
+    return concepts
 
 
 def medication_evidence(resource: dict, knowledge: Knowledge,
                         included: Mapping[str, dict] = {}) -> tuple[list[Evidence], Gap | None]:
-    """Whether a MedicationRequest shows ALL therapy; a Gap when its medication cannot be identified.
-    A medicationReference is resolved among the contained and the included Medications."""
-    name = f"{resource.get('resourceType', 'MedicationRequest')}/{resource.get('id', '?')}"
-    if isinstance(resource.get("status"), str) and resource["status"] in knowledge.policies.not_given_statuses:
+    """Whether a therapy record (a MedicationRequest, MedicationAdministration, MedicationStatement or a
+    Procedure) shows ALL therapy; an "unclassified" Gap when what it records cannot be identified (it
+    could be the therapy). A medicationReference is resolved among the contained and the included
+    Medications, however the reference is written; a Medication is read by its code and ingredients."""
+    kind = resource.get("resourceType", "MedicationRequest")
+    name = f"{kind}/{resource.get('id', '?')}"
+    not_given = knowledge.policies.not_given_statuses.get(kind, frozenset())
+    if isinstance(resource.get("status"), str) and resource["status"] in not_given:
         return [], None
-    concepts = [resource.get("medicationCodeableConcept")]
-    reference = resource.get("medicationReference")
-    if isinstance(reference, dict):
-        contained = {f"#{r.get('id')}": r for r in listed(resource.get("contained")) if isinstance(r, dict)}
-        ref = reference.get("reference")
-        medication = (contained.get(ref) or included.get(ref)) if isinstance(ref, str) else None
-        concepts += [medication.get("code") if medication else None, reference.get("display")]
+    if kind == "Procedure":
+        concepts = [resource.get("code")]
+        what = "the procedure"
+    else:
+        concepts = [resource.get("medicationCodeableConcept")]
+        reference = resource.get("medicationReference")
+        if isinstance(reference, dict):
+            contained = {f"#{r.get('id')}": r for r in listed(resource.get("contained")) if isinstance(r, dict)}
+            key = reference_key(reference.get("reference"))
+            concepts += medication_concepts(contained.get(key) or included.get(key)) + [reference.get("display")]
+        what = "the medication"
     if all(is_empty(c) for c in concepts):
-        return [], Gap("MedicationRequest", "unreadable", f"{name}: the medication could not be identified")
-    return [e for e in concept_evidence(concepts, knowledge, name, False, MEDICATION_SYSTEMS)
+        return [], Gap(kind, "unclassified", f"{name}: {what} could not be identified")
+    return [e for e in concept_evidence(concepts, knowledge, name, False, MEDICATION_SYSTEMS + CONDITION_SYSTEMS)
             if e.kind == "therapy"], None
+
+
+def sex_data(resource: dict | None) -> tuple[str, ...]:
+    """Every sex datum the Patient records beside Patient.gender, as male, female or unknown: US Core
+    birth sex, US Core sex, and the sex parameter for clinical use."""
+    found = []
+    for ext in listed(resource.get("extension")) if isinstance(resource, dict) else []:
+        if not isinstance(ext, dict):
+            continue
+        url = ext.get("url")
+        if url in (BIRTH_SEX, US_CORE_SEX):
+            coding = ext.get("valueCoding")
+            value = ext.get("valueCode") or (coding.get("code") if isinstance(coding, dict) else None)
+            found.append(SEX_CODES.get(value, "unknown") if isinstance(value, str) else "unknown")
+        elif url == SEX_FOR_CLINICAL_USE:
+            values = [v for sub in listed(ext.get("extension")) if isinstance(sub, dict) and sub.get("url") == "value"
+                      for v in [sub.get("valueCodeableConcept")]]
+            codes = {c.get("code") for v in values for c in concept_codings(v)}
+            found.append(SEX_CODES.get(codes.pop(), "unknown") if len(codes) == 1 and None not in codes else "unknown")
+    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -260,28 +453,61 @@ class ConditionRecord:
     invalid: str | None = None
 
 
+def in_episode(resource: dict, born: date | None, first: date | None, days: int) -> bool:
+    """Whether a Condition belongs to the diagnostic episode: dated no more than `days` before the first
+    ALL diagnosis date, or with no readable date (it may be recent)."""
+    given, day = onset_date(resource, born)
+    if not given or day is None or first is None:
+        return True
+    return day >= first - timedelta(days=days)
+
+
 def patient_facts(patient: Any, conditions: Iterable[ConditionRecord], knowledge: Knowledge,
-                  gaps: Iterable[Gap] = (), medications: Iterable[dict] | None = None) -> PatientFacts:
-    """Facts from a validated Patient model, the raw Conditions and the raw MedicationRequests with any
-    Medications the search included (None: no medication data could be had)."""
+                  gaps: Iterable[Gap] = (), medications: Iterable[dict] | None = None,
+                  patient_resource: dict | None = None, today: date | None = None) -> PatientFacts:
+    """Facts from a validated Patient model (and its raw resource, for the sex data), the raw
+    Conditions and the raw therapy records (MedicationRequests, MedicationAdministrations,
+    MedicationStatements, Procedures) with any Medications the searches included (None: no such data
+    could be had). Closed world: every current Condition of the diagnostic episode that is neither the
+    ALL, nor an exclusion, nor positively classified becomes an "unclassified" Gap."""
     born = as_date(patient.birthDate) if patient else None
     evidence, gaps = [], list(gaps)
+    candidates: list[tuple[dict, str]] = []
+    classified = 0
     for record in conditions:
-        found = condition_evidence(record.resource, knowledge, born, valid=record.invalid is None)
+        resource = record.resource
+        found = condition_evidence(resource, knowledge, born, valid=record.invalid is None, today=today, gaps=gaps)
         evidence += found
+        name = f"Condition/{resource.get('id', '?')}"
         if record.invalid and found:
-            gaps.append(Gap("Condition", "invalid", f"Condition/{record.resource.get('id', '?')} is {record.invalid}; "
-                                                    "it was read only for what takes the child out"))
-        elif not found and "code" in record.resource and is_empty(record.resource["code"]):
-            gaps.append(Gap("Condition", "unreadable",
-                            f"Condition/{record.resource.get('id', '?')}: its code could not be read"))
+            gaps.append(Gap("Condition", "invalid", f"{name} is {record.invalid}; it was read only for what takes "
+                                                    "the child out"))
+        if any(e.kind in ALL_KINDS + EXCLUDING for e in found):
+            continue
+        if "code" in resource and is_empty(resource["code"]):
+            gaps.append(Gap("Condition", "unreadable", f"{name}: its code could not be read"))
+            continue
+        words = knowledge.episode.status_words
+        if status(resource.get("verificationStatus"), VERIFICATION_SYSTEM, VERIFICATION_CODES,
+                  words["verification"]) in IGNORED_VERIFICATION or \
+                status(resource.get("clinicalStatus"), CLINICAL_SYSTEM, CLINICAL_CODES, words["clinical"]) in NOT_CURRENT:
+            continue
+        what = unaccounted(resource, knowledge)
+        if what is None:
+            classified += 1
+        else:
+            candidates.append((resource, what))
+    first = min((e.date for e in evidence if e.kind in ALL_KINDS and e.date), default=None)
+    for resource, what in candidates:
+        if in_episode(resource, born, first, knowledge.episode.days_before_diagnosis):
+            gaps.append(Gap("Condition", "unclassified", f"a recent diagnosis could not be classified: '{what[:80]}'"))
     read = None
     if medications is not None:
         read = 0
         medications = list(medications)
         included = {f"Medication/{r.get('id')}": r for r in medications if r.get("resourceType") == "Medication"}
         for resource in medications:
-            if resource.get("resourceType") != "MedicationRequest":
+            if resource.get("resourceType") not in THERAPY_CHANNELS:
                 continue
             found, gap = medication_evidence(resource, knowledge, included)
             evidence += found
@@ -295,52 +521,99 @@ def patient_facts(patient: Any, conditions: Iterable[ConditionRecord], knowledge
         evidence=tuple(evidence),
         gaps=tuple(gaps),
         medications_read=read,
+        sex_data=sex_data(patient_resource),
+        classified=classified,
     )
 
 
 @dataclass(frozen=True)
 class Indication:
-    """What an order's stated reasons say: evidence about the patient, and whether the order is for
-    the leukemia's staging (None: no reason stated)."""
+    """What an order's stated reasons, notes and details say: evidence about the patient, whether the
+    order is for the leukemia's staging (None: no reason stated), and what could not be classified."""
     evidence: tuple[Evidence, ...]
     staging: bool | None
     stated: tuple[str, ...]  # each stated reason, in words, for the card
+    unclassified: tuple[Gap, ...] = ()
+
+
+def order_texts(order: dict) -> list[tuple[str, Any]]:
+    """The free text an order carries beside its reasons: notes, order details, supporting-info names."""
+    found: list[tuple[str, Any]] = [("note", n.get("text")) for n in listed(order.get("note")) if isinstance(n, dict)]
+    found += [("order detail", c) for c in listed(order.get("orderDetail"))]
+    found += [("supporting information", r.get("display")) for r in listed(order.get("supportingInfo"))
+              if isinstance(r, dict)]
+    return [(name, value) for name, value in found if value is not None]
 
 
 def order_indication(order: dict, conditions: Mapping[str, dict], knowledge: Knowledge,
-                     born: date | None) -> Indication:
+                     born: date | None, details: bool = True) -> Indication:
     """Read an order's reasonCode and reasonReference (Conditions among the patient's or contained in
-    the order). A reason counts as staging only if it is an ALL code or names the leukemia or its
-    staging in text, and carries nothing that takes the child out."""
+    the order), notes, details and supporting information. A reason counts as staging only if it is an
+    ALL code or names the leukemia or its staging in text, and carries nothing that takes the child
+    out. Closed world: a reason, note or detail whose words the service cannot all account for (and
+    that names no exclusion) is unclassified. A do-not-perform order is never a staging order.
+    details=False (another order of the basket): its reasons only."""
     oid = order.get("id", "?")
-    source = f"reason on ServiceRequest/{oid}"
+    kind = order.get("resourceType", "ServiceRequest")
+    source = f"reason on {kind}/{oid}"
     contained = {f"#{r.get('id')}": r for r in listed(order.get("contained"))
                  if isinstance(r, dict) and r.get("resourceType") == "Condition"}
     evidence: list[Evidence] = []
     staging: list[bool] = []
     stated: list[str] = []
+    unclassified: list[Gap] = []
     staging_text = knowledge.policies.staging_text
+
+    def classify(what: str, concept: Any) -> list[Evidence]:
+        """The concept's evidence; an unclassified Gap (and an unknown staging) when not accounted for."""
+        found = concept_evidence([concept], knowledge, source, False)
+        if any(e.kind in EXCLUDING for e in found):
+            return found
+        coded = {e.kind for e in found}
+        texts = concept_texts(concept)
+        accounted = [account(t, knowledge, notes=what != "reason") for t in texts]
+        if not all(a for a, _, _ in accounted) or not (coded & set(POSITIVE) or texts):
+            text = next((t for t, (a, _, _) in zip(texts, accounted) if not a), None) or "a code the service does not know"
+            unclassified.append(Gap(kind, "unclassified", f"the {what} of {kind}/{oid} could not be classified: "
+                                                          f"'{text[:80]}'"))
+            staging.append(None)
+        return found
+
     for concept in listed(order.get("reasonCode")):
         if is_empty(concept):
             continue
-        found = concept_evidence([concept], knowledge, source, False)
+        before = len(staging)
+        found = classify("reason", concept)
         evidence += found
         kinds = {e.kind for e in found}
         words = concept_texts(concept)
         stated.append(words[0] if words else "a coded reason")
-        staging.append(kinds <= {"all"} and ("all" in kinds or any(staging_text.search(t) for t in words)))
+        if len(staging) == before:  # classified: staging or not
+            staging.append(kinds <= {"all"} and ("all" in kinds or any(staging_text.search(t) for t in words)))
     for reference in listed(order.get("reasonReference")):
         ref = reference.get("reference") if isinstance(reference, dict) else None
         condition = contained.get(ref) or conditions.get(ref) if isinstance(ref, str) else None
         label = reference.get("display") if isinstance(reference, dict) and isinstance(reference.get("display"), str) else None
         stated.append(label or (ref if isinstance(ref, str) else "a reason that could not be read"))
         if condition is None:
-            found = concept_evidence([label], knowledge, source, False) if label else []
-            evidence += found
-            staging.append(False)  # a reason that cannot be read is not known to be staging
+            before = len(staging)
+            evidence += classify("reason", label) if label else []
+            if len(staging) == before:
+                staging.append(False)  # a reason that cannot be read is not known to be staging
             continue
         found = condition_evidence(condition, knowledge, born, valid=False, source=f"{source} ({ref})", as_reason=True)
         evidence += found
         kinds = {e.kind for e in found}
-        staging.append(bool(found) and kinds <= set(ALL_KINDS) and "all" in kinds)
-    return Indication(tuple(evidence), all(staging) if staging else None, tuple(stated))
+        if not kinds & set(ALL_KINDS + EXCLUDING) and (what := unaccounted(condition, knowledge)):
+            unclassified.append(Gap(kind, "unclassified", f"the reason of {kind}/{oid} could not be classified: "
+                                                          f"'{what[:80]}'"))
+            staging.append(None)
+        else:
+            staging.append(bool(found) and kinds <= set(ALL_KINDS) and "all" in kinds)
+    for what, value in order_texts(order) if details else ():
+        evidence += classify(what, value)
+    if order.get("doNotPerform") is True:
+        staging.append(False)
+    # False when any reason is another question; None when none is, but one could not be classified
+    verdict = False if False in staging else None if None in staging or not staging else True
+    return Indication(tuple(evidence), verdict, tuple(stated), tuple(unclassified))

@@ -18,10 +18,13 @@ from fhir.resources.R4B.condition import Condition
 from fhir.resources.R4B.patient import Patient
 from pydantic import ValidationError
 
-from .facts import ConditionRecord, Gap
+from .facts import THERAPY_CHANNELS, ConditionRecord, Gap, reference_key
 from .knowledge import Knowledge
 
 ABSENT = object()
+CHANNELS = (("conditions", "Condition"), ("medications", "MedicationRequest"),
+            ("medicationAdministrations", "MedicationAdministration"), ("medicationStatements", "MedicationStatement"),
+            ("procedures", "Procedure"))
 
 
 class DataUnavailable(Exception):
@@ -37,9 +40,10 @@ class DataUnavailable(Exception):
 class PatientData:
     patient: Any                              # fhir.resources Patient
     conditions: tuple[ConditionRecord, ...]   # the patient's Conditions as sent
-    medications: tuple[dict, ...] | None      # MedicationRequests (and included Medications) as sent; None: none could be had
+    medications: tuple[dict, ...] | None      # therapy records (and included Medications) as sent; None: none could be had
     gaps: tuple[Gap, ...]                     # what could not be read, or only in part
     fetched: bool                             # whether anything came from the FHIR server
+    patient_resource: dict | None = None      # the Patient as sent (its sex extensions)
 
 
 class FetchError(Exception):
@@ -57,9 +61,9 @@ class FhirClient:
         self.max_pages = max_pages
         self.page_size = page_size
         self.session = session or requests.Session()
-        # Condition searches run here while the Patient is read. Threads start on first use,
+        # The searches (Conditions and the four therapy records) run here while the Patient is read. Threads start on first use,
         # so a server that forks after loading the app (gunicorn --preload) gets its own.
-        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cds-fhir")
+        self.pool = ThreadPoolExecutor(max_workers=len(CHANNELS), thread_name_prefix="cds-fhir")  # one per search
 
     def get(self, url: str, token: str | None, deadline: float, params: dict | None = None) -> dict:
         remaining = deadline - time.monotonic()
@@ -192,9 +196,11 @@ def invalid(exc: ValidationError) -> str:
 
 
 def about_patient(resource: dict, patient_id: str) -> bool:
-    reference = (resource.get("subject") or {}).get("reference") if isinstance(resource.get("subject"), dict) else None
-    return not isinstance(reference, str) or reference == f"Patient/{patient_id}" \
-        or reference.endswith(f"/Patient/{patient_id}")
+    """Whether a resource is about the patient: no subject, or a reference to the patient, relative,
+    absolute or versioned (Patient/7/_history/2)."""
+    subject = resource.get("subject") or resource.get("patient")
+    reference = subject.get("reference") if isinstance(subject, dict) else None
+    return not isinstance(reference, str) or reference_key(reference) == f"Patient/{patient_id}"
 
 
 def is_all_coded(resource: dict, knowledge: Knowledge) -> bool:
@@ -231,30 +237,38 @@ def condition_records(resources: list, patient_id: str, knowledge: Knowledge, ga
     return kept
 
 
-def medication_requests(resources: list, patient_id: str, gaps: list[Gap]) -> list[dict]:
+def therapy_records(resources: list, kind: str, patient_id: str, gaps: list[Gap]) -> list[dict]:
+    """The therapy records of one search (and the Medications it included); an entry that cannot be read
+    is an unclassified Gap (it could be the therapy), one about another patient is left out with a Gap."""
     kept = []
     for resource in resources:
         if resource is None:
-            gaps.append(Gap("MedicationRequest", "unreadable", "an entry of the medications held no resource that could be read"))
-        elif resource.get("resourceType") == "Medication" or (
-                resource.get("resourceType") == "MedicationRequest" and about_patient(resource, patient_id)):
-            kept.append(resource)  # Medications that the search included are read with the requests
+            gaps.append(Gap(kind, "unclassified", f"an entry of the {kind} search held no resource that could be read"))
+        elif resource.get("resourceType") == "Medication":
+            kept.append(resource)  # Medications that the search included are read with the records
+        elif resource.get("resourceType") == kind:
+            if about_patient(resource, patient_id):
+                kept.append(resource)
+            else:
+                gaps.append(Gap(kind, "skipped", f"{kind}/{resource.get('id', '?')} was left out: it is about "
+                                                 "another patient"))
     return kept
 
 
-def parse_patient(resource: Any, patient_id: str, gaps: list[str]) -> Any:
+def parse_patient(resource: Any, patient_id: str, gaps: list[str]) -> tuple[Any, dict | None]:
+    """(the validated Patient, the resource as sent), or (None, None) with a note in `gaps`."""
     if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
         resource = next((r for r in entry_resources(resource) if r and r.get("resourceType") == "Patient"), None)
     if not isinstance(resource, dict) or resource.get("resourceType") != "Patient":
-        return None
+        return None, None
     if resource.get("id") not in (None, patient_id):
         gaps.append(f"Patient/{resource.get('id')} skipped: it is not the patient in context")
-        return None
+        return None, None
     try:
-        return read_patient(resource)
+        return read_patient(resource), resource
     except ValueError as exc:
         gaps.append(f"Patient record skipped: {exc}")
-        return None
+        return None, None
 
 
 def prefetched(prefetch: dict, key: str, what: str, gaps: list[Gap]) -> tuple[Any, list, dict | None]:
@@ -278,7 +292,7 @@ def load(prefetch: dict, patient_id: str, fhir_server: str | None, token: str | 
 
     # -- Conditions and medications: optional, searched in the background while the Patient is read.
     searches, found, had = {}, {}, {}
-    for key, kind in (("conditions", "Condition"), ("medications", "MedicationRequest")):
+    for key, kind in CHANNELS:
         before = len(gaps)
         raw, resources, first_page = prefetched(prefetch, key, kind, gaps)
         found[kind], had[kind] = resources, raw is not ABSENT
@@ -302,7 +316,8 @@ def load(prefetch: dict, patient_id: str, fhir_server: str | None, token: str | 
     if raw_patient is None:
         raise DataUnavailable("the EHR's prefetch says there is no Patient record (prefetch 'patient' is null)")
     patient_gaps: list[str] = []
-    patient = parse_patient(raw_patient, patient_id, patient_gaps) if raw_patient is not ABSENT else None
+    patient, patient_resource = parse_patient(raw_patient, patient_id, patient_gaps) \
+        if raw_patient is not ABSENT else (None, None)
     if patient is None:
         if not fhir_server:
             reason = "it was not prefetched" if raw_patient is ABSENT else "the prefetched one was not a usable Patient"
@@ -315,7 +330,7 @@ def load(prefetch: dict, patient_id: str, fhir_server: str | None, token: str | 
         on_fetch("Patient", True)
         fetched = True
         before = len(patient_gaps)
-        patient = parse_patient(resource, patient_id, patient_gaps)
+        patient, patient_resource = parse_patient(resource, patient_id, patient_gaps)
         if patient is None:
             why = patient_gaps[-1] if len(patient_gaps) > before else "the answer was not a Patient"
             raise DataUnavailable(f"Patient/{patient_id} from the FHIR server is unusable", why)
@@ -328,6 +343,8 @@ def load(prefetch: dict, patient_id: str, fhir_server: str | None, token: str | 
         if problem:
             gaps.append(Gap(kind, "unread", f"the {kind} search was not read in full ({len(resources)} entries read): {problem}"))
     conditions = condition_records(found["Condition"], patient_id, knowledge, gaps)
-    medications = medication_requests(found["MedicationRequest"], patient_id, gaps) if had["MedicationRequest"] else None
-    return PatientData(patient, tuple(conditions), None if medications is None else tuple(medications),
-                       tuple(gaps), fetched)
+    medications = None
+    if any(had[kind] for kind in THERAPY_CHANNELS):
+        medications = tuple(r for kind in THERAPY_CHANNELS if had[kind]
+                            for r in therapy_records(found[kind], kind, patient_id, gaps))
+    return PatientData(patient, tuple(conditions), medications, tuple(gaps), fetched, patient_resource)

@@ -8,8 +8,8 @@ Built from the same Knowledge the decision reads, so the two cannot drift apart.
 from __future__ import annotations
 
 import json
+import sys
 from datetime import date
-from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -36,26 +36,22 @@ def rating_extension_url(base: str) -> str:
 
 
 class Exporter:
-    """Resources with canonical URLs below `base` (the service's external base URL)."""
+    """Resources with canonical URLs below `base` (CDS_CANONICAL_BASE), linking to the guidance pages
+    below `pages` (the service's external base URL; default: `base`)."""
 
-    def __init__(self, k: Knowledge, base: str):
+    def __init__(self, k: Knowledge, base: str, pages: str | None = None):
         self.k = k
         self.base = base.rstrip("/")
+        self.pages = (pages or base).rstrip("/")
 
     def url(self, kind: str, rid: str) -> str:
         return f"{self.base}/fhir/{kind}/{rid}"
 
     def common(self, resource_type: str, rid: str, title: str, **extra: Any) -> dict:
-        return {"resourceType": resource_type, "id": rid, "url": self.url(resource_type, rid), "version": self.version(),
+        return {"resourceType": resource_type, "id": rid, "url": self.url(resource_type, rid),
+                "version": self.k.release.label,  # the knowledge release, as the cards name it
                 "name": "".join(part.capitalize() for part in rid.replace(".", "-").split("-")),
                 "title": title, "status": "active", "experimental": False, "publisher": PUBLISHER, **extra}
-
-    @staticmethod
-    def version() -> str:
-        try:
-            return package_metadata.version("cds-service")
-        except package_metadata.PackageNotFoundError:
-            return "0"
 
     def coding(self, code: Code) -> dict:
         return {"system": self.k.system_uris[code.system], "code": code.code, "display": code.display}
@@ -98,7 +94,7 @@ class Exporter:
         return resource
 
     def page(self, label: str, path: str) -> dict:
-        return {"type": "documentation", "display": f"Guidance: {label}", "url": self.base + path}
+        return {"type": "documentation", "display": f"Guidance: {label}", "url": self.pages + path}
 
     def rating(self, rating) -> dict:
         return {"url": rating_extension_url(self.base), "valueCodeableConcept": {"coding": [
@@ -108,16 +104,20 @@ class Exporter:
     def plan(self, v: Variant) -> dict:
         k = self.k
         policies = k.policies
+        leukemia = next(c.id for c in k.diagnosis_lists.values() if c.kind == "all")
         scope = [self.condition(f"Child: {policies.max_age_years} years or younger on the day of the order",
-                                f"%patient.birthDate > today() - {policies.max_age_years + 1} years", "text/fhirpath"),
+                                f"%patient.birthDate > today() - {policies.max_age_years + 1} years"),
                  self.condition(f"Confirmed, active ALL diagnosed within {policies.new_within_days} days "
-                                f"(ValueSet diagnoses-all), before systemic therapy")]
+                                f"(ValueSet diagnoses-{leukemia}), before systemic therapy",
+                                f"%conditions.where(code.memberOf('{self.url('ValueSet', f'diagnoses-{leukemia}')}') "
+                                "and clinicalStatus.coding.code contains 'active' and verificationStatus.coding.code "
+                                f"contains 'confirmed' and onset.ofType(dateTime) >= today() - "
+                                f"{policies.new_within_days} days).exists()")]
         if v.sex != "any":
-            scope.append(self.condition(f"Sex: {v.sex}", f"%patient.gender = '{v.sex}'", "text/fhirpath"))
+            scope.append(self.condition(f"Sex: {v.sex}", f"%patient.gender = '{v.sex}'"))
         scope += [self.condition(f"Does not apply with a recorded {c.description[0].lower() + c.description[1:]} "
-                                 f"(ValueSet diagnoses-{c.id})") for c in k.diagnosis_lists.values() if c.kind != "all"]
-        scope += [self.condition(f"Inclusion: {line}") for line in v.inclusion]
-        scope += [self.condition(f"Does not apply to: {line}") for line in v.exclusion]
+                                 f"(ValueSet diagnoses-{c.id})", self.none_recorded(c))
+                  for c in k.diagnosis_lists.values() if c.kind != "all"]
         actions = []
         for p in k.procedures.values():
             vr = next((vr for vr in p.ratings if vr.variant.id == v.id), None)
@@ -146,16 +146,32 @@ class Exporter:
         actions += self.statement_actions(v, scope)
         return self.common(
             "PlanDefinition", v.id, v.label, description=f"{k.topic.label}, as reported by source {v.source}.",
+            **self.usage(v),
             type={"coding": [{"system": PLAN_TYPE, "code": "eca-rule", "display": "ECA Rule"}]},
             library=[self.url("Library", LIBRARY_ID)],
             relatedArtifact=[self.page(v.label, page_urls.variant(v.id)),
                              {"type": "documentation", "display": k.topic.label, "url": k.topic.url}],
             action=actions)
 
+    @staticmethod
+    def usage(v: Variant) -> dict:
+        """Who the variant includes and excludes, in the sources' words (no FHIRPath can say it)."""
+        text = " ".join(part for part in (f"Includes: {'; '.join(v.inclusion)}." if v.inclusion else "",
+                                          f"Does not apply to: {'; '.join(v.exclusion)}." if v.exclusion else "")
+                        if part)
+        return {"usage": text} if text else {}
+
     def order_condition(self, p: Procedure) -> dict:
         codes = self.url("ValueSet", f"procedure-{p.id}")
         return self.condition(f"A selected order for {p.label} (an order code in ValueSet procedure-{p.id})",
-                              f"%context.code.memberOf('{codes}')", "text/fhirpath")
+                              f"%context.code.memberOf('{codes}')")
+
+    def none_recorded(self, codes) -> str:
+        """FHIRPath: no record coded in the list (medication orders for therapy, else conditions)."""
+        vs = self.url("ValueSet", f"diagnoses-{codes.id}")
+        if codes.kind == "therapy":
+            return f"%medications.where(medication.ofType(CodeableConcept).memberOf('{vs}')).empty()"
+        return f"%conditions.where(code.memberOf('{vs}')).empty()"
 
     def statement_actions(self, v: Variant, scope: list[dict]) -> list[dict]:
         """What the sources say of a study without rating it, for the patients of this variant who get it
@@ -167,7 +183,7 @@ class Exporter:
             for s in p.statements:
                 if v.sex != "any" and s.sex not in ("any", v.sex):
                     continue
-                sex = [self.condition(f"Sex: {s.sex}", f"%patient.gender = '{s.sex}'", "text/fhirpath")] \
+                sex = [self.condition(f"Sex: {s.sex}", f"%patient.gender = '{s.sex}'")] \
                     if s.sex != "any" and s.sex != v.sex else []
                 actions.append({
                     "id": f"{p.id}-statement-{s.sex}", "title": s.summary, "description": s.detail.replace("**", ""),
@@ -182,11 +198,11 @@ class Exporter:
         return [{"type": "named-event", "name": hook} for hook in sorted({s.hook for s in hooks.SERVICES.values()})]
 
     @staticmethod
-    def condition(description: str, expression: str | None = None, language: str = "text/plain") -> dict:
-        body = {"description": description, "language": language}
-        if expression:
-            body["expression"] = expression
-        return {"kind": "applicability", "expression": body}
+    def condition(description: str, expression: str) -> dict:
+        """An applicability condition in FHIRPath (R4's Expression.language allows only text/cql,
+        text/fhirpath and application/x-fhir-query); the description says it in words."""
+        return {"kind": "applicability",
+                "expression": {"description": description, "language": "text/fhirpath", "expression": expression}}
 
     def library(self) -> dict:
         k = self.k
@@ -200,7 +216,8 @@ class Exporter:
 
     def capability(self) -> dict:
         kinds = sorted({r["resourceType"] for r in self.all()})
-        return {"resourceType": "CapabilityStatement", "status": "active", "date": date.today().isoformat(),
+        return {"resourceType": "CapabilityStatement", "version": self.k.release.label, "status": "active",
+                "date": date.today().isoformat(),
                 "publisher": PUBLISHER, "kind": "instance", "fhirVersion": FHIR_VERSION, "format": ["json"],
                 "implementation": {"description": "The ACR staging knowledge of this CDS service, read-only",
                                    "url": f"{self.base}/fhir"},
@@ -218,12 +235,12 @@ class Exporter:
         return body
 
 
-def write_bundle(k: Knowledge, out: Path | str, base: str) -> Path:
+def write_bundle(k: Knowledge, out: Path | str, base: str, pages: str | None = None) -> Path:
     """`cds-service export --out DIR`: the whole knowledge as one Bundle, DIR/acr-leukemia-staging-bundle.json."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "acr-leukemia-staging-bundle.json"
-    path.write_text(json.dumps(Exporter(k, base).bundle(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(Exporter(k, base, pages).bundle(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
 
 
@@ -233,7 +250,8 @@ bp = Blueprint("fhir", __name__, url_prefix="/fhir")
 
 def exporter() -> Exporter:
     rt = current_app.extensions["cds"]
-    return Exporter(rt.knowledge, rt.settings.public_base_url or request.host_url)
+    pages = rt.settings.public_base_url or request.host_url
+    return Exporter(rt.knowledge, rt.settings.canonical_base or pages, pages)
 
 
 def fhir_response(body: dict, status: int = 200):
@@ -278,9 +296,6 @@ def register(app: Flask) -> None:
     app.register_blueprint(bp)
 
 
-DEFAULT_BASE = "http://localhost:5000"
-
-
 def add_export_command(commands) -> None:
     """`cds-service export --out DIR [--base-url URL]` (cli.py's argparse subcommands)."""
     parser = commands.add_parser("export", help="write the knowledge base as a FHIR R4 Bundle",
@@ -288,7 +303,7 @@ def add_export_command(commands) -> None:
                                              "PlanDefinitions, Library) as one FHIR Bundle in DIR.")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder to write the Bundle to")
     parser.add_argument("--base-url", metavar="URL",
-                        help=f"base of the canonical URLs (default: $CDS_PUBLIC_BASE_URL, else {DEFAULT_BASE})")
+                        help="base of the canonical URLs (default: $CDS_CANONICAL_BASE, else $CDS_PUBLIC_BASE_URL)")
     parser.set_defaults(run=run_export)
 
 
@@ -296,6 +311,10 @@ def run_export(args) -> int:
     from . import config, knowledge
     settings = config.from_env()
     k = knowledge.load(settings.knowledge_dir or None)
-    path = write_bundle(k, args.out, args.base_url or settings.public_base_url or DEFAULT_BASE)
-    print(path)
+    base = args.base_url or settings.canonical_base or settings.public_base_url
+    if not base:
+        print("no base for the canonical URLs: set CDS_CANONICAL_BASE (or pass --base-url), e.g. "
+              "https://cds.hospital.example.org", file=sys.stderr)
+        return 2
+    print(write_bundle(k, args.out, base, settings.public_base_url or None))
     return 0

@@ -11,7 +11,7 @@ from typing import Callable
 from flask import Blueprint, Flask, abort, current_app, has_request_context, render_template, request
 from markupsafe import Markup, escape
 
-from . import page_urls
+from . import hazards, page_urls
 from .config import Settings
 from .knowledge import Knowledge, Procedure, Variant
 
@@ -80,6 +80,15 @@ def procedure_page(procedure_id: str):
     sources = sorted({vr.source for vr in procedure.ratings} | set(re.findall(r"\b(S\d+)\b", " ".join(
         [procedure.note or "", *procedure.pitfalls, *(s.detail for s in procedure.statements)]))) & set(k.sources))
     return render_template("guidance/procedure.html", procedure=procedure, alternative=alternative, sources=sources)
+
+
+@bp.get(page_urls.HAZARD_LOG)
+def hazard_log_page():
+    try:
+        log = hazards.load(hazards.default_path(current_app.extensions["cds"].settings.knowledge_dir))
+    except hazards.HazardLogError:
+        abort(404)  # not deployed with this copy of the service
+    return render_template("guidance/hazards.html", log=log)
 
 
 @bp.errorhandler(404)

@@ -6,11 +6,17 @@ from typing import Any
 
 from .config import Settings
 from .fhir_servers import Refused, normalise
+from .knowledge import Release
+
+CDS_HOOKS_VERSION = "2.0.1"  # the specification implemented, in discovery (`version`, as CDS Hooks 3.0 names it)
 
 PREFETCH = {
     "patient": "Patient/{{context.patientId}}",
     "conditions": "Condition?patient={{context.patientId}}",
     "medications": "MedicationRequest?patient={{context.patientId}}",
+    "medicationAdministrations": "MedicationAdministration?patient={{context.patientId}}",
+    "medicationStatements": "MedicationStatement?patient={{context.patientId}}",
+    "procedures": "Procedure?patient={{context.patientId}}",
 }
 
 
@@ -21,11 +27,15 @@ class Service:
     title: str
     description: str
 
-    def discovery(self) -> dict:
-        return {"hook": self.hook, "id": self.id, "title": self.title, "description": self.description,
-                "prefetch": PREFETCH,
+    def discovery(self, release: Release | None = None) -> dict:
+        entry = {"hook": self.hook, "id": self.id, "title": self.title, "description": self.description,
+                 "prefetch": PREFETCH, "version": CDS_HOOKS_VERSION,
                 "usageRequirements": "Imaging orders as R4 ServiceRequests coded in CPT, LOINC or SNOMED CT; "
-                                     "Patient, Conditions and MedicationRequests by prefetch or FHIR server access."}
+                                     "Patient, Conditions, MedicationRequests, MedicationAdministrations, "
+                                     "MedicationStatements and Procedures by prefetch or FHIR server access."}
+        if release:
+            entry["extension"] = {"knowledge-release": {"version": release.version, "digest": release.digest}}
+        return entry
 
 
 _ABOUT = ("ACR Appropriateness Criteria for imaging at initial staging of an asymptomatic child "
@@ -67,6 +77,7 @@ class HookRequest:
     prefetch: dict
     orders: tuple[dict, ...]   # the ServiceRequests to rate, as sent
     drafts: tuple[dict, ...]   # every ServiceRequest in draftOrders, as sent
+    basket: tuple[dict, ...] = ()  # every resource in draftOrders (the whole ordering basket), as sent
 
 
 def _field(container: dict, name: str, kind: type, path: str, required: bool = True) -> Any:
@@ -87,10 +98,11 @@ class Limits:
     orders: int     # draft orders (CDS_MAX_ORDERS)
     resources: int  # entries of one prefetched search (CDS_MAX_RESOURCES)
     codings: int    # codings in the coded elements of one resource (CDS_MAX_CODINGS)
+    call_codings: int = Settings.max_call_codings  # codings in all resources of one call: its work budget
 
     @classmethod
     def of(cls, settings: Settings = Settings()) -> "Limits":
-        return cls(settings.max_orders, settings.max_resources, settings.max_codings)
+        return cls(settings.max_orders, settings.max_resources, settings.max_codings, settings.max_call_codings)
 
 
 CODED = ("code", "reasonCode", "clinicalStatus", "verificationStatus", "medicationCodeableConcept")
@@ -126,10 +138,16 @@ def check_limits(entries: list, prefetch: dict, limits: Limits) -> None:
             resources += [e.get("resource") if isinstance(e, dict) else None for e in found]
         else:
             resources.append(value)
+    total = 0
     for resource in resources:
-        if coding_count(resource) > limits.codings:
+        count = coding_count(resource)
+        if count > limits.codings:
             raise HookError(413, f"a resource has more than {limits.codings} codings in its coded elements "
                                  "(CDS_MAX_CODINGS)", "too-costly")
+        total += count
+    if total > limits.call_codings:  # the work of a call grows with the codings it must read
+        raise HookError(413, f"the call carries {total} codings in all; at most {limits.call_codings} are "
+                             "accepted (CDS_MAX_CALL_CODINGS)", "too-costly")
 
 
 def check_fhir_server(url: str, require_https: bool) -> str:
@@ -166,8 +184,8 @@ def parse(body: Any, service: Service, require_https: bool = False, limits: Limi
     if not isinstance(entries, list):
         raise HookError(400, "'context.draftOrders.entry' must be an array")
     check_limits(entries, prefetch, limits)
-    drafts = tuple(r for r in (e.get("resource") for e in entries if isinstance(e, dict))
-                   if isinstance(r, dict) and r.get("resourceType") == "ServiceRequest")
+    basket = tuple(r for r in (e.get("resource") for e in entries if isinstance(e, dict)) if isinstance(r, dict))
+    drafts = tuple(r for r in basket if r.get("resourceType") == "ServiceRequest")
     if service.hook == "order-select":
         selections = _field(context, "selections", list, "context.selections", required=False) or []
         by_reference = {f"ServiceRequest/{r.get('id')}": r for r in drafts if isinstance(r.get("id"), str)}
@@ -176,4 +194,4 @@ def parse(body: Any, service: Service, require_https: bool = False, limits: Limi
     else:
         orders = drafts
     return HookRequest(service, hook_instance, patient_id, fhir_server,
-                       token if isinstance(token, str) and token else None, prefetch, orders, drafts)
+                       token if isinstance(token, str) and token else None, prefetch, orders, drafts, basket)

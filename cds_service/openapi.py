@@ -57,7 +57,9 @@ SCHEMAS: dict = {
         "properties": {"hook": {"type": "string"}, "id": {"type": "string"}, "title": {"type": "string"},
                        "description": {"type": "string"},
                        "prefetch": {"type": "object", "additionalProperties": {"type": "string"}},
-                       "usageRequirements": {"type": "string"}}},
+                       "usageRequirements": {"type": "string"},
+                       "version": {"type": "string", "description": "the CDS Hooks version implemented"},
+                       "extension": {"type": "object", "description": "knowledge-release: version and digest"}}},
     "Discovery": {"type": "object", "required": ["services"],
                   "properties": {"services": {"type": "array", "minItems": 1, "items": ref("Service")}}},
     "HookRequest": {
@@ -192,7 +194,8 @@ def document(production: bool, today: date) -> dict:
                 requestBody={"required": True, "content": hook_content(service, today)})},
             f"/cds-services/{service.id}/feedback": {"post": operation(
                 "CDS Hooks feedback on cards (accepted, overridden)",
-                {"200": {"description": "Recorded (in the audit journal while the database is unavailable)",
+                {"200": {"description": "Recorded for the cards issued to the caller (in the audit journal while the "
+                                        "database is unavailable)",
                          "content": content({"type": "object", "maxProperties": 0})},
                  **ERRORS},
                 security=secured,
@@ -207,6 +210,8 @@ def document(production: bool, today: date) -> dict:
         "/openapi.json": {"get": operation("This document", {
             "200": {"description": "OpenAPI 3.1", "content": content({"type": "object"})}})},
         "/guidance/": {"get": operation("Guidance pages: the index", {"200": {"description": "HTML", "content": html}})},
+        "/guidance/hazard-log": {"get": operation("Guidance pages: the hazard log", {
+            "200": {"description": "HTML", "content": html}, "404": {"description": "Not deployed", "content": html}})},
         "/guidance/variants/{variant_id}": {"get": operation("Guidance page of a scenario variant", {
             "200": {"description": "HTML", "content": html}, "404": {"description": "No such variant", "content": html}},
             parameters=[{"name": "variant_id", "in": "path", "required": True, "schema": {"type": "string"}}])},

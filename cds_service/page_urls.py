@@ -3,6 +3,7 @@ that link to the pages and the blueprint that serves them."""
 from __future__ import annotations
 
 INDEX = "/guidance/"
+HAZARD_LOG = "/guidance/hazard-log"
 
 
 def procedure(procedure_id: str) -> str:

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Mapping
 
 from fhir.resources.R4B.servicerequest import ServiceRequest
 from pydantic import ValidationError
 
-from . import fhir_data, sitecodes
+from . import fhir_data, governance, sitecodes
 from .cards import Rendered, Renderer
 from .decide import Decision, Order, decide
 from .facts import Indication, PatientFacts, order_indication, patient_facts
@@ -44,6 +44,7 @@ class Evaluation:
     decision: Decision | None = None
     outcome: Outcome = field(default_factory=lambda: Outcome(Rendered({"cards": []}, ()), "none"))
     suppressed: tuple = ()    # warnings left out: overridden for this patient and order within the window
+    withheld: tuple = ()      # (card uuid, why, reason) of cards kept from the EHR: silent mode, rules off
 
 
 def match(resource: dict, knowledge: Knowledge, site: SiteCodes = SiteCodes()):
@@ -74,6 +75,7 @@ class HookHandler:
         self.suppressor = suppressor  # suppression.Suppressor, or None: every warning is shown
         self.today = date.today  # replaceable clock (tests pin it)
         self.base_url = lambda: ""  # the external base URL for the cards' links (set by create_app)
+        self.governance = None  # governance.Governance: silent mode, rules off, orders per day (set by create_app)
 
     def handle(self, request: HookRequest) -> Outcome:
         return self.evaluate(request).outcome
@@ -85,7 +87,7 @@ class HookHandler:
         today = self.today()
 
         # 1. which selected orders are imaging studies the knowledge knows (validated)
-        found_orders, raw_orders, systems, recognised = [], {}, {}, []
+        found_orders, raw_orders, systems, recognised, unmatched_count = [], {}, {}, [], 0
         for raw in request.orders:
             found = match(raw, knowledge, site)
             oid = raw.get("id") if isinstance(raw.get("id"), str) else None
@@ -93,6 +95,7 @@ class HookHandler:
                 unmatched = sitecodes.imaging_looking(raw, knowledge, site)
                 if unmatched and record:
                     self.on_unmatched(*unmatched)
+                unmatched_count += bool(unmatched)
                 recognised.append(Recognition(oid, None, None, None, "no coding of the order is a study the "
                                               "knowledge or the site code map knows"))
                 continue
@@ -114,21 +117,31 @@ class HookHandler:
             systems[model.id] = system
             recognised.append(Recognition(model.id, procedure, system, code, ""))
         if not found_orders:
-            return Evaluation(tuple(recognised))
+            return self.governed(Evaluation(tuple(recognised)), unmatched_count, record)
 
         # 2. the patient's data
         data = fhir_data.load(request.prefetch, request.patient_id, request.fhir_server, request.access_token,
                               knowledge, self.client, started + self.deadline_seconds, self.on_fetch)
 
         # 3. facts, 4. decision, 5. cards
-        facts = patient_facts(data.patient, data.conditions, knowledge, data.gaps, data.medications)
+        facts = patient_facts(data.patient, data.conditions, knowledge, data.gaps, data.medications,
+                              data.patient_resource, today)
         by_reference = {f"Condition/{c.resource.get('id')}": c.resource for c in data.conditions}
-        orders, reasons, indications = [], [], {}
+        orders, reasons, indications, unclassified = [], [], {}, []
         for oid, procedure in found_orders:
             indication = order_indication(raw_orders[oid], by_reference, knowledge, facts.birth_date)
             indications[oid] = indication
             orders.append(Order(oid, procedure, indication.staging))
             reasons += indication.evidence
+            unclassified += indication.unclassified
+        # the rest of the ordering basket: what its reasons and notes say about the patient counts too
+        for other in request.basket:
+            if other.get("id") not in raw_orders and fhir_data.about_patient(other, request.patient_id):
+                indication = order_indication(other, by_reference, knowledge, facts.birth_date, details=False)
+                reasons += indication.evidence
+                unclassified += indication.unclassified
+        if unclassified:
+            facts = replace(facts, gaps=facts.gaps + tuple(unclassified))
         decision = decide(facts, orders, reasons, knowledge, today)
         drafted = {found[0].id for found in (match(r, knowledge, site) for r in request.drafts) if found}
         rendered = self.renderer.render(decision, facts, raw_orders, systems, drafted,
@@ -138,4 +151,15 @@ class HookHandler:
         if self.suppressor:
             rendered, suppressed = self.suppressor.apply(rendered, request.patient_id, record)
         outcome = Outcome(rendered, "fhir" if data.fetched else "prefetch")
-        return Evaluation(tuple(recognised), facts, indications, decision, outcome, suppressed)
+        return self.governed(Evaluation(tuple(recognised), facts, indications, decision, outcome, suppressed),
+                             unmatched_count, record)
+
+    def governed(self, evaluation: Evaluation, unmatched: int, record: bool) -> Evaluation:
+        """The answer less what silent mode and the site's rule switches keep from the EHR; the orders'
+        outcomes counted for the report."""
+        if self.governance is None:
+            return evaluation
+        if record:
+            self.governance.count(governance.order_outcomes(evaluation, unmatched))
+        rendered, withheld = self.governance.apply(evaluation.outcome.rendered, record)
+        return replace(evaluation, outcome=replace(evaluation.outcome, rendered=rendered), withheld=withheld)

@@ -7,9 +7,11 @@ overrides in memory and reads the ones it has not seen at most every REFRESH_SEC
 that a hook call waits for READ_WAIT_SECONDS at most: an override posted to another worker or
 instance silences the warning here within about a second (until then it may be shown once more,
 which is the side of showing too much, not too little). No patient id is stored in clear: a
-warning is known by an HMAC-SHA256, under CDS_PATIENT_HASH_KEY, of the patient id, the order id and
-the card's rule. In production the service needs that key to suppress at all (without it, every
-warning is shown, as before).
+warning is known by an HMAC-SHA256, under CDS_PATIENT_HASH_KEY, of the caller's JWT issuer, the
+patient id, the order id and the card's rule, and only feedback from the issuer the warning was
+shown to overrides it: two EHRs' patients and orders with the same ids are never mixed. In
+production the service needs that key to suppress at all (without it, every warning is shown, as
+before).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Callable, Iterable
 
 import sqlalchemy as sa
+from flask import g, has_request_context
 from prometheus_client import Counter
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -49,6 +52,7 @@ shown_warnings = sa.Table(
     sa.Column("card_uuid", sa.String(ID_MAX), primary_key=True),
     sa.Column("warning_key", sa.String(KEY_CHARS), nullable=False),
     sa.Column("shown_at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("issuer", sa.String(ID_MAX), nullable=False, server_default=""),  # whom it was shown to
 )
 # Overridden warnings: not shown again until overridden_at + the window.
 overridden_warnings = sa.Table(
@@ -99,8 +103,8 @@ class Suppressor:
             index_elements=["rule"], set_={"count": suppressed_cards.c["count"] + counted.excluded["count"],
                                            "last_at": counted.excluded.last_at})
 
-    def warning_key(self, patient_id: str, order_id: str, rule: str) -> str:
-        message = "\x1f".join((patient_id, order_id, rule)).encode()
+    def warning_key(self, patient_id: str, order_id: str, rule: str, issuer: str = "") -> str:
+        message = "\x1f".join((issuer, patient_id, order_id, rule)).encode()
         return hmac.new(self.key, message, hashlib.sha256).hexdigest()
 
     # -- the hook path ------------------------------------------------------------------------
@@ -110,13 +114,15 @@ class Suppressor:
         warnings = [c for c in rendered.issued if c.indicator in REPEATED and c.order_id]
         if not warnings:
             return rendered, ()
-        keys = {c.uuid: self.warning_key(patient_id, c.order_id, c.rule) for c in warnings}
+        issuer = caller()
+        keys = {c.uuid: self.warning_key(patient_id, c.order_id, c.rule, issuer) for c in warnings}
         now = self.now()
         self.refresh(now)
         recent = {k: at for k in keys.values() if (at := self.overrides.get(k)) and at > now - self.window}
         dropped = {c.uuid: c for c in warnings if keys[c.uuid] in recent}
         if record:
-            shown = [{"card_uuid": u[:ID_MAX], "warning_key": k, "shown_at": now} for u, k in keys.items() if u not in dropped]
+            shown = [{"card_uuid": u[:ID_MAX], "warning_key": k, "shown_at": now, "issuer": issuer[:ID_MAX]}
+                     for u, k in keys.items() if u not in dropped]
             if shown:
                 self.writer.submit((self._shown, shown))
             for card in dropped.values():
@@ -176,8 +182,8 @@ class Suppressor:
         self.writer.flush()
 
     # -- feedback -------------------------------------------------------------------------------
-    def on_feedback(self, entries: Iterable) -> int:
-        """Remember the warnings that feedback overrode; returns how many."""
+    def on_feedback(self, entries: Iterable, issuer: str = "") -> int:
+        """Remember the warnings that feedback from `issuer` overrode (shown to that issuer); returns how many."""
         cards = {e.card for e in filter(None, map(storage.parse_entry, entries)) if e.outcome == "overridden"}
         if not cards:
             return 0
@@ -187,7 +193,8 @@ class Suppressor:
 
         def work(conn):
             found = conn.execute(sa.select(shown_warnings.c.warning_key)
-                                 .where(shown_warnings.c.card_uuid.in_(cards))).scalars().all()
+                                 .where(shown_warnings.c.card_uuid.in_(cards),
+                                        shown_warnings.c.issuer == issuer[:ID_MAX])).scalars().all()
             if found:
                 conn.execute(self._overridden, [{"warning_key": k, "overridden_at": now} for k in set(found)])
                 overridden.update(dict.fromkeys(found, now))
@@ -206,6 +213,11 @@ class Suppressor:
             return gone + conn.execute(shown_warnings.delete().where(
                 shown_warnings.c.shown_at < now - max(self.window, timedelta(days=1)))).rowcount
         return self.store.write(work)
+
+
+def caller() -> str:
+    """The JWT issuer of the hook call being answered ("" when unsigned, or outside a request)."""
+    return (g.get("issuer") or "") if has_request_context() else ""
 
 
 def from_settings(store: storage.Store, settings) -> Suppressor | None:

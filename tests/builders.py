@@ -84,9 +84,11 @@ def bundle(resources: list[dict], kind: str = "searchset") -> dict:
 
 def hook_request(orders: list[dict], selections: list[str] | None = None, pat: dict | None = None,
                  conditions: list[dict] | None = None, hook: str = "order-select", pid: str = "pat1",
-                 prefetch: bool = True, fhir_server: str | None = None, medications: list[dict] | None = None) -> dict:
-    """A request as an EHR sends it, with every prefetch key the service asks for (medications: none
-    unless given). selections default to every order (order-select only)."""
+                 prefetch: bool = True, fhir_server: str | None = None, medications: list[dict] | None = None,
+                 records: dict[str, list[dict]] | None = None) -> dict:
+    """A request as an EHR sends it, with every prefetch key the service asks for (medications and the
+    other therapy records, `records` by prefetch key: none unless given). selections default to every
+    order (order-select only)."""
     context = {"userId": "Practitioner/123", "patientId": pid,
                "draftOrders": {"resourceType": "Bundle", "type": "collection",
                                "entry": [{"resource": copy.deepcopy(o)} for o in orders]}}
@@ -99,7 +101,9 @@ def hook_request(orders: list[dict], selections: list[str] | None = None, pat: d
     if prefetch:
         body["prefetch"] = {"patient": pat if pat is not None else patient(pid),
                             "conditions": bundle(conditions if conditions is not None else [all_condition(pid=pid)]),
-                            "medications": bundle(medications or [])}
+                            "medications": bundle(medications or []),
+                            **{key: bundle((records or {}).get(key, []))
+                               for key in ("medicationAdministrations", "medicationStatements", "procedures")}}
     return body
 
 

@@ -2,7 +2,10 @@
 import base64
 import hashlib
 import hmac
+import io
 import json
+import socket
+import threading
 import time
 import uuid
 
@@ -159,7 +162,7 @@ def test_jwks_fetched_once_with_timeout_and_cached(auth, mocked):
     auth.verify(f"Bearer {token()}", AUD)
     auth.verify(f"Bearer {token(RSA_KEY, 'RS384', 'rsa1')}", AUD)
     assert len(mocked.calls) == 1
-    assert mocked.calls[0].request.req_kwargs["timeout"] == pytest.approx(2.0)
+    assert mocked.calls[0].request.req_kwargs["timeout"] == (1.0, 0.5)  # connect, each read; 2 s in all
 
 
 def test_replayed_jti(auth):
@@ -171,7 +174,8 @@ def test_replayed_jti(auth):
 
 def test_claim_jti_receives_issuer_jti_and_expiry():
     seen = []
-    auth = Authenticator({ISS: JWKS}, leeway=30, claim_jti=lambda *args: seen.append(args) or False)
+    auth = Authenticator({ISS: JWKS}, leeway=30, claim_jti=lambda *args: seen.append(args) or False,
+                         max_lifetime=10**10)
     with pytest.raises(AuthError, match="token replayed"):
         auth.verify(f"Bearer {token(jti='abc', exp=2_000_000_000)}", AUD)
     assert seen == [(ISS, "abc", 2_000_000_030.0)]
@@ -331,3 +335,144 @@ def test_invalid_jwks_document_is_an_auth_error(tmp_path):
     path.write_text('{"no": "keys"}')
     with pytest.raises(AuthError, match="cannot load JWKS"):
         Authenticator({ISS: str(path)}).verify(f"Bearer {token()}", AUD)
+
+
+# -- issue 20: revocation, deadlines, no lock across the network, token lifetime ----------------------
+
+def test_a_key_removed_from_the_jwks_is_refused_after_its_max_age(auth, mocked, clock):
+    mocked.replace(responses.GET, JWKS_URL, json=JWKS, headers={"Cache-Control": "public, max-age=120"})
+    auth.verify(f"Bearer {token()}", AUD)
+    mocked.replace(responses.GET, JWKS_URL, json={"keys": [jwk(RSA_KEY, "rsa1", "RS384")]})  # ec1 revoked
+    clock.now += 119
+    assert auth.verify(f"Bearer {token()}", AUD)["iss"] == ISS  # within max-age: cached
+    clock.now += 2
+    with pytest.raises(AuthError, match="unknown kid 'ec1'"):
+        auth.verify(f"Bearer {token()}", AUD)
+    assert len(mocked.calls) == 2
+
+
+def test_without_cache_headers_the_keys_are_fetched_again_after_five_minutes(auth, mocked, clock):
+    auth.verify(f"Bearer {token()}", AUD)
+    mocked.replace(responses.GET, JWKS_URL, json={"keys": []})
+    clock.now += 299
+    assert auth.verify(f"Bearer {token()}", AUD)
+    clock.now += 2
+    with pytest.raises(AuthError, match="unknown kid"):
+        auth.verify(f"Bearer {token()}", AUD)
+
+
+def test_a_jwks_endpoint_down_keeps_the_last_keys_for_an_hour_then_refuses(auth, mocked, clock):
+    auth.verify(f"Bearer {token()}", AUD)
+    mocked.replace(responses.GET, JWKS_URL, body=requests.ConnectionError("down"))
+    clock.now += 300 + 3500
+    assert auth.verify(f"Bearer {token()}", AUD)  # stale keys, within the grace
+    clock.now += 200
+    with pytest.raises(AuthError, match="could not be fetched again"):
+        auth.verify(f"Bearer {token()}", AUD)
+
+
+def test_a_redirect_is_not_followed(clock):
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        rsps.get(JWKS_URL, status=302, headers={"Location": "https://evil.example/jwks.json"})
+        rsps.get("https://evil.example/jwks.json", json=JWKS)
+        with pytest.raises(AuthError, match="cannot load JWKS"):
+            Authenticator({ISS: JWKS_URL}, clock=clock).verify(f"Bearer {token()}", AUD)
+        assert [c.request.url for c in rsps.calls] == [JWKS_URL]
+
+
+class SlowSession:
+    """Answers the first JWKS fetch at once, then blocks every later one until released."""
+
+    def __init__(self):
+        self.release, self.calls = threading.Event(), 0
+
+    def get(self, url, **kwargs):
+        self.calls += 1
+        if self.calls > 1:
+            self.release.wait(30)
+        response = requests.Response()
+        response.status_code, response.raw = 200, io.BytesIO(json.dumps(JWKS).encode())
+        return response
+
+
+def in_thread(work):
+    outcome = []
+    thread = threading.Thread(target=lambda: outcome.append(catch(work)), daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def catch(work):
+    try:
+        return work()
+    except AuthError as exc:
+        return exc
+
+
+def test_a_forged_kid_and_a_slow_jwks_endpoint_do_not_hold_up_signed_calls(clock):
+    session = SlowSession()
+    auth = Authenticator({ISS: JWKS_URL}, session=session, clock=clock)
+    auth.verify(f"Bearer {token()}", AUD)
+    clock.now += 61
+    forged = manual({"alg": "ES384", "typ": "JWT", "kid": "forged"}, claims())  # unsigned, unknown kid
+    forger, forged_outcome = in_thread(lambda: auth.verify(f"Bearer {forged}", AUD))
+    while session.calls < 2:
+        time.sleep(0.01)
+    signed, outcome = in_thread(lambda: auth.verify(f"Bearer {token()}", AUD))
+    signed.join(10)
+    assert outcome and outcome[0]["iss"] == ISS, "a signed call waited for the forger's JWKS fetch"
+    forger.join(10)  # the forger itself waits at most the fetch deadline (2 s), then is refused
+    assert isinstance(forged_outcome[0], AuthError) and session.calls == 2
+    with pytest.raises(AuthError, match="unknown kid"):  # no second fetch within the interval
+        auth.verify(f"Bearer {forged}", AUD)
+    session.release.set()
+
+
+def test_a_jwks_fetch_has_a_total_deadline_against_a_trickling_server(clock):
+    """A server that sends its answer a byte at a time (each read within any per-read timeout)."""
+    stop = threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    accepted = []
+
+    def trickle(conn):
+        conn.recv(65536)
+        payload = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n" + b" " * 1000
+        for byte in payload:
+            if stop.wait(0.2):
+                break
+            conn.sendall(bytes([byte]))
+        conn.close()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(conn)
+            threading.Thread(target=trickle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/jwks.json"
+    auth = Authenticator({ISS: url}, clock=clock)
+    caller, outcome = in_thread(lambda: auth.verify(f"Bearer {token()}", AUD))
+    caller.join(8)  # the old fetch, 2 s per read, would go on for minutes
+    assert outcome and isinstance(outcome[0], AuthError) and "cannot load JWKS" in outcome[0].message
+    clock.now += 61  # the first fetch is still trickling: given up on, a new one starts, and also ends in time
+    caller, outcome = in_thread(lambda: auth.verify(f"Bearer {token()}", AUD))
+    caller.join(8)
+    stop.set()
+    assert outcome and isinstance(outcome[0], AuthError) and len(accepted) == 2
+    listener.close()
+
+
+@pytest.mark.parametrize("changes", [
+    {"iat": int(time.time()) - 365 * 86400, "exp": int(time.time()) + 10 * 365 * 86400},
+    {"exp": int(time.time()) + 3600},
+    {"iat": int(time.time()) - 7200, "exp": int(time.time()) + 60},
+], ids=["a year old, ten years to go", "an hour ahead", "issued two hours ago"])
+def test_a_token_living_longer_than_the_maximum_is_refused(auth, changes):
+    with pytest.raises(AuthError, match="lifetime"):
+        auth.verify(f"Bearer {token(**changes)}", AUD)
+    assert auth.verify(f"Bearer {token(exp=int(time.time()) + 300)}", AUD)  # the usual 5 minutes

@@ -228,13 +228,14 @@ def test_an_invalid_all_condition_that_may_exclude_takes_the_child_out(client, s
     assert set(ratings(post(client, body)).values()) == {"no-criteria-apply"}
 
 
-@pytest.mark.parametrize("text, display", [(["Asthma"], "Asthma"), ("Asthma", {"text": "Asthma"}), (7, [None]),
+@pytest.mark.parametrize("text, display", [(["Down syndrome"], "Down syndrome"),
+                                           ("Down syndrome", {"text": "Down syndrome"}), (7, [None]),
                                            ({"relapsed": True}, 42)])
 def test_texts_of_another_json_type_are_passed_over(client, text, display):
     """A Condition's code.text or a coding's display that is not a string (a list, an object, a number)
     is not text: it is passed over, the codes are read, and the answer is the usual one."""
     other = {"resourceType": "Condition", "id": "odd-1", "subject": {"reference": "Patient/pat1"},
-             "code": {"text": text, "coding": [{"system": SNOMED, "code": "195967001", "display": display}]}}
+             "code": {"text": text, "coding": [{"system": SNOMED, "code": "41040004", "display": display}]}}
     response = post(client, ct_chest_call(conditions=[all_condition(), other]))
     assert response.status_code == 200
     assert len(warning_cards(response)) == 1

@@ -52,9 +52,11 @@ def test_the_validator_rejects_a_broken_manifest():
 
 
 def test_every_kind_the_platform_needs_is_there():
-    assert set(K) == {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "Secret", "Job"}
+    assert set(K) == {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "Secret", "Job",
+                      "NetworkPolicy"}
     listed = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())["resources"]
-    assert sorted(listed) == sorted(p.name for p in FILES if p.name != "migrate-job.yaml")
+    # neither the Job (one per release) nor the Secret (the operator's: apply -k must never overwrite it)
+    assert sorted(listed) == sorted(p.name for p in FILES if p.name not in ("migrate-job.yaml", "secret.example.yaml"))
 
 
 def test_probes_port_and_user_are_the_service_and_image_ones():
@@ -80,7 +82,9 @@ def test_the_audit_journal_has_a_volume_larger_than_its_budget():
     [volume] = [v for v in POD["spec"]["volumes"] if v["name"] == mount["name"]]
     assert "medium" not in volume["emptyDir"]  # on disk, not in the container's memory
     assert volume["emptyDir"]["sizeLimit"] == "2Gi" and int(env["CDS_JOURNAL_MAX_MB"]) < 2 * 1024
-    assert "CDS_JOURNAL_DIR=/app/instance/" in DOCKERFILE  # the image's own writable folder (chown'd to its user)
+    # the image's own folder for it, owned by its user, where the manifest mounts the volume
+    assert f"CDS_JOURNAL_DIR={env['CDS_JOURNAL_DIR']} " in DOCKERFILE
+    assert re.search(rf"chown cds:cds {re.escape(env['CDS_JOURNAL_DIR'])} ", DOCKERFILE)
 
 
 def test_settings_and_secrets_are_real():
@@ -116,3 +120,52 @@ def test_selectors_match_the_pods_and_stops_are_graceful():
     env = {v["name"]: v.get("value") for v in CONTAINER["env"]}
     drain = int(CONTAINER["lifecycle"]["preStop"]["exec"]["command"][1])
     assert POD["spec"]["terminationGracePeriodSeconds"] > drain + int(env["GUNICORN_GRACEFUL_TIMEOUT"])
+
+
+# -- issue 20 ------------------------------------------------------------------------------------------
+
+def secret_key(container: dict, name: str) -> str:
+    [var] = [v for v in container["env"] if v["name"] == name]
+    return var["valueFrom"]["secretKeyRef"]["key"]
+
+
+def test_the_pods_and_the_migration_use_different_database_roles_and_the_secrets_are_set():
+    job = K["Job"]["spec"]["template"]["spec"]["containers"][0]
+    assert secret_key(CONTAINER, "CDS_DATABASE_URL") == "database-url"
+    assert secret_key(job, "CDS_DATABASE_URL") == "migration-database-url"
+    assert "cds_app" in K["Secret"]["stringData"]["database-url"]
+    assert "cds_migrator" in K["Secret"]["stringData"]["migration-database-url"]
+    assert secret_key(CONTAINER, "CDS_PATIENT_HASH_KEY") == "patient-hash-key"  # repeat alerts on, hashes shared
+    assert secret_key(CONTAINER, "CDS_METRICS_TOKEN") == "metrics-token"
+    env = {v["name"]: v.get("value") for v in CONTAINER["env"]}
+    assert env["CDS_PUBLIC_BASE_URL"].startswith("https://")
+
+
+PG_MAX_CONNECTIONS, PG_RESERVED, ADMIN_HEADROOM = 100, 3, 12  # PostgreSQL's defaults, and room for people
+
+
+def test_database_connections_fit_postgresql_at_the_autoscalers_maximum_during_a_rolling_update():
+    env = {v["name"]: v.get("value") for v in CONTAINER["env"]}
+    per_pod = int(env["WEB_CONCURRENCY"]) * int(env["CDS_DB_POOL_SIZE"])
+    pods = K["HorizontalPodAutoscaler"]["spec"]["maxReplicas"] + \
+        int(K["Deployment"]["spec"]["strategy"]["rollingUpdate"]["maxSurge"])
+    peak = pods * per_pod + 1  # + the migrate Job
+    assert peak <= PG_MAX_CONNECTIONS - PG_RESERVED - ADMIN_HEADROOM, peak
+    assert f"= {peak - 1}" in (MANIFESTS / "deployment.yaml").read_text()  # the arithmetic written down
+
+
+def test_the_pool_is_the_configured_size_without_overflow():
+    from cds_service.storage import Database
+    db = Database("postgresql+psycopg://app@127.0.0.1:9/cds", pool_size=3)  # nothing is connected
+    assert db.engine.pool.size() == 3 and db.engine.pool._max_overflow == 0
+
+
+def test_the_network_policy_lets_in_the_ingress_and_prometheus_only_and_out_dns_database_and_ehrs():
+    policy = K["NetworkPolicy"]["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= POD["metadata"]["labels"].items()
+    assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
+    [ingress] = policy["ingress"]
+    assert ingress["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert sorted(port["port"] for rule in policy["egress"] for port in rule["ports"]) == [53, 53, 443, 5432]
+    blocks = [block.get("ipBlock", {}).get("cidr") for rule in policy["egress"] for block in rule["to"]]
+    assert "0.0.0.0/0" not in blocks

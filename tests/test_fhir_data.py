@@ -24,8 +24,9 @@ from cds_service import create_app
 FHIR = "https://ehr.example.org/fhir"
 PATIENT_URL = f"{FHIR}/Patient/pat1"
 CONDITION_URL = f"{FHIR}/Condition"
+THERAPY = ("MedicationRequest", "MedicationAdministration", "MedicationStatement", "Procedure")
 TOKEN = "opaque-access-token-7f3a9c"
-ASTHMA = "195967001"          # a Condition the decision does not care about
+DOWN_SYNDROME = "41040004"           # a Condition the decision classifies as benign (Down syndrome)
 CT_CHEST = "71260"            # "usually not appropriate": warning card with a chest radiograph suggestion
 XR_CHEST = "71046"
 
@@ -37,7 +38,8 @@ def fhir():
     """The EHR's FHIR server. Unregistered URLs raise requests.ConnectionError. The patient has no
     MedicationRequests unless a test says otherwise."""
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        rsps.get(f"{FHIR}/MedicationRequest", json=bundle([]))
+        for kind in THERAPY:
+            rsps.get(f"{FHIR}/{kind}", json=bundle([]))
         yield rsps
 
 
@@ -232,9 +234,9 @@ SCENARIOS = {
     "ct-chest-new-all-girl": (SELECT, [service_request(code=CT_CHEST)], patient(), [all_condition()]),
     "sign-basket-boy": (SIGN, [service_request("o1", CT_CHEST), service_request("o2", XR_CHEST),
                                service_request("o3", "76870")],
-                        patient(gender="male"), [all_condition(), condition("c-asthma", ASTHMA)]),
+                        patient(gender="male"), [all_condition(), condition("c-down", DOWN_SYNDROME)]),
     "diagnosis-not-new": (SELECT, [service_request(code=CT_CHEST)], patient(), [all_condition(days_ago=120)]),
-    "no-leukemia": (SELECT, [service_request(code=CT_CHEST)], patient(), [condition("c-asthma", ASTHMA)]),
+    "no-leukemia": (SELECT, [service_request(code=CT_CHEST)], patient(), [condition("c-down", DOWN_SYNDROME)]),
 }
 
 
@@ -248,7 +250,7 @@ def test_no_prefetch_gives_the_same_cards_as_full_prefetch(client, fhir, name):
     with_prefetch = post(client, hook_request(orders, pat=pat, conditions=conditions, hook=hook), service)
     assert len(fhir.calls) == 0
     fetched = post(client, hook_request(orders, hook=hook, prefetch=False, fhir_server=FHIR), service)
-    assert len(fhir.calls) == 3   # Patient, Condition and MedicationRequest
+    assert len(fhir.calls) == 6   # Patient, Condition and the four therapy records
 
     assert cards(with_prefetch) is not None and cards(fetched) is not None
     assert essentials(fetched.get_json()) == essentials(with_prefetch.get_json())
@@ -263,7 +265,7 @@ def test_bearer_token_and_fhir_accept_header_are_sent(client, fhir):
     serve_conditions(fhir, [all_condition()])
     response = post(client, no_prefetch(token=TOKEN))
     assert len(warning_cards(response)) == 1
-    assert len(fhir.calls) == 3
+    assert len(fhir.calls) == 6
     for call in fhir.calls:
         assert call.request.headers["Authorization"] == f"Bearer {TOKEN}"
         assert call.request.headers["Accept"] == "application/fhir+json"
@@ -273,7 +275,7 @@ def test_no_authorization_header_without_fhir_authorization(client, fhir):
     serve_patient(fhir)
     serve_conditions(fhir, [all_condition()])
     post(client, no_prefetch())
-    assert len(fhir.calls) == 3
+    assert len(fhir.calls) == 6
     assert all("Authorization" not in call.request.headers for call in fhir.calls)
 
 
@@ -283,7 +285,7 @@ def test_fhir_server_base_with_trailing_slash(client, fhir):
     body = no_prefetch()
     body["fhirServer"] = FHIR + "/"
     assert len(warning_cards(post(client, body))) == 1
-    assert {c.request.url.split("?")[0] for c in fhir.calls} == {PATIENT_URL, CONDITION_URL, f"{FHIR}/MedicationRequest"}
+    assert {c.request.url.split("?")[0] for c in fhir.calls} == {PATIENT_URL, CONDITION_URL, *(f"{FHIR}/{kind}" for kind in THERAPY)}
 
 
 def test_the_token_is_never_logged(app, fhir):
@@ -322,7 +324,7 @@ PAGE_3 = f"{FHIR}?_getpages=a1b2c3&_getpagesoffset=2&_count=1"
 
 def test_next_links_are_followed_to_find_the_all_condition(client, fhir):
     serve_patient(fhir)
-    serve_conditions(fhir, [condition("c-asthma", ASTHMA)], next_url=PAGE_2)
+    serve_conditions(fhir, [condition("c-down", DOWN_SYNDROME)], next_url=PAGE_2)
     fhir.get(PAGE_2, json=page([all_condition()]))
     response = post(client, no_prefetch(token=TOKEN))
     assert len(warning_cards(response)) == 1
@@ -333,7 +335,7 @@ def test_next_links_are_followed_to_find_the_all_condition(client, fhir):
 def test_without_the_second_page_there_is_no_warning(client, fhir):
     """The control for the test above: page 1 alone holds no ALL."""
     serve_patient(fhir)
-    serve_conditions(fhir, [condition("c-asthma", ASTHMA)])
+    serve_conditions(fhir, [condition("c-down", DOWN_SYNDROME)])
     assert cards(post(client, no_prefetch())) == []
 
 
@@ -341,8 +343,8 @@ def test_paging_is_capped_and_the_card_says_what_was_not_read(make_client, fhir)
     client = make_client(fhir_max_pages=2)
     serve_patient(fhir)
     serve_conditions(fhir, [all_condition()], next_url=PAGE_2)
-    fhir.get(PAGE_2, json=page([condition("c-asthma", ASTHMA)], next_url=PAGE_3))
-    fhir.get(PAGE_3, json=page([condition("c-asthma-2", ASTHMA)]))
+    fhir.get(PAGE_2, json=page([condition("c-down", DOWN_SYNDROME)], next_url=PAGE_3))
+    fhir.get(PAGE_3, json=page([condition("c-down-2", DOWN_SYNDROME)]))
     card = withheld(post(client, no_prefetch()))
     assert "pages beyond the first 2 were not read" in card["detail"]
     assert len(calls_to(fhir, PAGE_2)) == 1
@@ -360,7 +362,7 @@ FOREIGN_NEXT = [
 @pytest.mark.parametrize("next_url", FOREIGN_NEXT)
 def test_a_next_link_to_another_host_is_not_followed(client, fhir, next_url):
     serve_patient(fhir)
-    serve_conditions(fhir, [condition("c-asthma", ASTHMA)], next_url=next_url)
+    serve_conditions(fhir, [condition("c-down", DOWN_SYNDROME)], next_url=next_url)
     foreign = fhir.get(re.compile(r"^(?!https://ehr\.example\.org/).*"), json=page([all_condition()]))
     response = post(client, no_prefetch(token=TOKEN))
     assert response.status_code == 200
@@ -395,7 +397,7 @@ def test_a_paginated_prefetch_is_completed_from_the_server(client, fhir):
     """Prefetched data must equal the query's result: a prefetched first page with a next link
     is read on from the server, and the ALL on page 2 counts."""
     fhir.get(PAGE_2, json=page([all_condition()]))
-    body = hook_request([service_request(code=CT_CHEST)], conditions=[condition("c-asthma", ASTHMA)],
+    body = hook_request([service_request(code=CT_CHEST)], conditions=[condition("c-down", DOWN_SYNDROME)],
                         fhir_server=FHIR)
     body["prefetch"]["conditions"]["link"] = [{"relation": "next", "url": PAGE_2}]
     assert len(warning_cards(post(client, body))) == 1
@@ -508,7 +510,7 @@ def test_later_pages_get_only_the_remaining_budget(make_client, fhir):
 
     def slow_first_page(request):
         time.sleep(0.12)
-        return 200, {}, json.dumps(page([condition("c-asthma", ASTHMA)], next_url=PAGE_2))
+        return 200, {}, json.dumps(page([condition("c-down", DOWN_SYNDROME)], next_url=PAGE_2))
     fhir.add_callback(responses.GET, CONDITION_URL, callback=slow_first_page)
     fhir.get(PAGE_2, json=page([all_condition()]))
     response = post(client, no_prefetch())

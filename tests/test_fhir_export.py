@@ -3,8 +3,12 @@ read-only /fhir/ endpoint and `cds-service export` give the same resources, and 
 PlanDefinitions agree with the live service on every rated procedure and variant."""
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
+from pathlib import Path
 
+import jsonschema
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
@@ -12,7 +16,14 @@ from builders import PAMA_SYSTEM, PAMA_URL, SELECT, hook_request, patient, servi
 from cds_service import cli
 from cds_service.fhir_export import Exporter
 
-BASE = "http://localhost"
+import tomllib
+from cds_service.knowledge import default_directory as _knowledge_dir
+
+RELEASE = tomllib.loads((_knowledge_dir() / "release.toml").read_text())["version"]  # as released
+
+BASE = "https://cds.example.org"  # CDS_CANONICAL_BASE and CDS_PUBLIC_BASE_URL of these tests
+SCHEMA = Path(__file__).parent / "fixtures" / "fhir-r4-schema" / "fhir.schema.json.gz"
+SCHEMA_SHA256 = "15b9548af6412c44faaa411456e0652542de286fd1c58ef882b09bdc8947909d"
 ACR_CATEGORY = "urn:cds-service:acr-leukemia-staging:acr-category"
 PRIORITY_TO_INDICATOR = {"routine": "info", "urgent": "warning", "stat": "critical"}
 
@@ -20,6 +31,82 @@ PRIORITY_TO_INDICATOR = {"routine": "info", "urgent": "warning", "stat": "critic
 @pytest.fixture(scope="module")
 def bundle(k):
     return Exporter(k, BASE).bundle()
+
+
+@pytest.fixture
+def client(make_client):
+    return make_client(canonical_base=BASE, public_base_url=BASE)
+
+
+@pytest.fixture(scope="module")
+def r4_schema():
+    """The official HL7 FHIR R4 JSON schema (fhir.schema.json; see fixtures/fhir-r4-schema/README.md)."""
+    raw = gzip.decompress(SCHEMA.read_bytes())
+    assert hashlib.sha256(raw).hexdigest() == SCHEMA_SHA256
+    return json.loads(raw)
+
+
+def schema_errors(schema: dict, resource: dict) -> list[str]:
+    """What the R4 JSON schema finds wrong with the resource, with the path of each error."""
+    validator = jsonschema.Draft6Validator({"$schema": schema["$schema"], "definitions": schema["definitions"],
+                                            "$ref": f"#/definitions/{resource['resourceType']}"})
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message[:200]}" for e in validator.iter_errors(resource)]
+
+
+def test_every_exported_resource_passes_the_official_r4_json_schema(r4_schema, bundle, client):
+    for entry in bundle["entry"]:
+        r = entry["resource"]
+        assert schema_errors(r4_schema, r) == [], (r["resourceType"], r["id"])
+    assert list(jsonschema.Draft6Validator(r4_schema).iter_errors(bundle)) == []  # the Bundle, via the root
+    assert schema_errors(r4_schema, client.get("/fhir/PlanDefinition").get_json()) == []
+    # The packaged schema is R4 4.0.0's, whose FHIRVersion list ends at 4.0.0: the one difference it finds
+    [error] = schema_errors(r4_schema, client.get("/fhir/metadata").get_json())
+    assert error.startswith("fhirVersion: '4.0.1' is not one of ['0.01'")
+
+
+def test_the_schema_check_refuses_an_expression_language_r4_does_not_allow(r4_schema, bundle):
+    plan = json.loads(json.dumps(next(e["resource"] for e in bundle["entry"]
+                                      if e["resource"]["resourceType"] == "PlanDefinition")))
+    plan["action"][0]["condition"][1]["expression"]["language"] = "text/plain"  # what the export once wrote
+    [error] = schema_errors(r4_schema, plan)
+    assert error.startswith("action/0/condition/1/expression/language: 'text/plain' is not one of")
+
+
+def test_every_condition_is_fhirpath_with_an_expression(bundle):
+    for plan in by_type(bundle, "PlanDefinition").values():
+        assert plan["usage"].startswith("Includes: ")
+        for action in plan["action"]:
+            for condition in action["condition"]:
+                expression = condition["expression"]
+                assert expression["language"] == "text/fhirpath" and expression["expression"], condition
+
+
+def test_every_canonical_resource_carries_the_knowledge_release(k, bundle, client):
+    assert k.release.version == RELEASE and len(k.release.digest) == 64
+    for entry in bundle["entry"]:
+        assert entry["resource"]["version"] == k.release.label == f"{RELEASE}+{k.release.digest[:12]}"
+    assert client.get("/fhir/metadata").get_json()["version"] == k.release.label
+
+
+def test_canonical_urls_come_from_the_configured_canonical_base(make_client):
+    client = make_client(canonical_base="https://knowledge.example.org/acr-all", public_base_url=BASE)
+    plan = client.get("/fhir/PlanDefinition/all-child-male-initial-staging-asymptomatic").get_json()
+    assert plan["url"] == "https://knowledge.example.org/acr-all/fhir/PlanDefinition/" \
+                          "all-child-male-initial-staging-asymptomatic"
+    assert plan["library"] == ["https://knowledge.example.org/acr-all/fhir/Library/acr-leukemia-staging-sources"]
+    assert plan["relatedArtifact"][0]["url"].startswith(f"{BASE}/guidance/variants/")  # a page: where it is served
+
+
+def test_export_without_a_canonical_base_refuses_and_names_the_setting(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("CDS_CANONICAL_BASE", raising=False)
+    monkeypatch.delenv("CDS_PUBLIC_BASE_URL", raising=False)
+    assert cli.main(["export", "--out", str(tmp_path)]) == 2
+    assert "set CDS_CANONICAL_BASE" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+    monkeypatch.setenv("CDS_CANONICAL_BASE", "https://knowledge.example.org")
+    assert cli.main(["export", "--out", str(tmp_path)]) == 0
+    written = (tmp_path / "acr-leukemia-staging-bundle.json").read_text(encoding="utf-8")
+    assert "localhost" not in written and '"url": "https://knowledge.example.org/fhir/ValueSet/' in written
 
 
 def by_type(bundle: dict, kind: str) -> dict[str, dict]:

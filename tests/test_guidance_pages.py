@@ -131,3 +131,16 @@ def test_an_unknown_page_is_a_page_that_says_so(browser_page, base_url):
     response = browser_page.goto(f"{base_url}/guidance/procedures/no-such-study")
     assert response.status == 404
     assert browser_page.locator("h1").inner_text() == "No such guidance page"
+
+
+def test_hazard_log_page_lists_each_hazard_with_its_controls_and_risks(browser_page, base_url):
+    page = open_page(browser_page, f"{base_url}/guidance/hazard-log")
+    assert page.locator("h1").inner_text() == "Hazard log"
+    summary = page.get_by_role("table", name="Each hazard and its risk before and after its controls")
+    assert summary.get_by_role("columnheader").all_inner_texts() == ["Hazard", "Initial risk", "Controls", "Residual risk"]
+    assert summary.locator("tbody tr").count() >= 8
+    page.get_by_role("link", name="H03").click()
+    assert page.url.endswith("#H03")
+    assert "tests/test_fail_safe.py::test_a_paginated_prefetch_without_fhir_server_withholds" in page.locator("main").inner_text()
+    screenshot(page, "guidance-hazard-log")
+    no_axe_violations(page)

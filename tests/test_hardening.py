@@ -171,6 +171,21 @@ def test_too_many_prefetched_conditions_is_413(make_client):
     assert "CDS_MAX_RESOURCES" in diagnostics(client.post(f"/cds-services/{SELECT}", json=body), 413)
 
 
+def test_the_issue_20_body_of_6800_conditions_is_refused_before_any_work(client):
+    body = hook_request([service_request(code=CT_CHEST)],
+                        conditions=[all_condition()] + [all_condition(cid=f"c-{i}") for i in range(6800)])
+    assert "CDS_MAX_RESOURCES" in diagnostics(client.post(f"/cds-services/{SELECT}", json=body), 413)
+
+
+def test_a_call_over_its_work_budget_of_codings_is_413(make_client):
+    client = make_client(max_call_codings=400)
+    conditions = [all_condition()] + [all_condition(cid=f"c-{i}") for i in range(150)]
+    body = hook_request([service_request(code=CT_CHEST)], conditions=conditions)
+    assert "CDS_MAX_CALL_CODINGS" in diagnostics(client.post(f"/cds-services/{SELECT}", json=body), 413)
+    body = hook_request([service_request(code=CT_CHEST)], conditions=conditions[:40])
+    assert len(warning_cards(client.post(f"/cds-services/{SELECT}", json=body))) == 1
+
+
 @pytest.mark.parametrize("where", ["order", "condition"])
 def test_too_many_codings_in_one_resource_is_413(client, where):
     codings = [{"system": "urn:local", "code": str(i)} for i in range(101)]
@@ -212,7 +227,7 @@ def test_development_refuses_a_token_that_is_present_but_invalid(trusted, tmp_pa
         assert response.headers["WWW-Authenticate"] == "Bearer"
 
 
-def test_a_token_without_typ_is_refused(trusted, tmp_path):
+def test_a_token_without_typ_is_refused(trusted, tmp_path, log_lines):
     import jwt
     import time
     import uuid
@@ -223,7 +238,8 @@ def test_a_token_without_typ_is_refused(trusted, tmp_path):
     client = create_app(trusted.config(tmp_path / "prod.db")).test_client()
     response = client.post(f"/cds-services/{SELECT}", json=hook_request([service_request(code=CT_CHEST)]),
                            headers={"Authorization": f"Bearer {token}"})
-    assert "typ" in diagnostics(response, 401)
+    assert diagnostics(response, 401) == "authentication failed"
+    assert "typ" in [line for line in log_lines() if line.get("status") == 401][0]["error"]
 
 
 # -- the database down --------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ def test_the_migrated_schema_is_the_one_the_code_uses(url):
 
 
 def test_a_database_from_before_migrations_is_stamped_and_keeps_its_rows(url):
-    # what earlier versions did at every start (the tables of the baseline only, no version table)
+    # what earlier versions did at every start: the tables of the baseline only, with no version table
     migrate.upgrade(storage.Database(url), migrate.BASELINE)
     engine = sa.create_engine(url)
     with engine.begin() as conn:
@@ -85,3 +85,13 @@ def test_db_schema_setting_is_validated():
     with pytest.raises(config.ConfigError, match="CDS_DB_SCHEMA='sometimes': expected migrate or check"):
         config.from_env({"CDS_DB_SCHEMA": "sometimes"})
     assert config.from_env({}).db_schema == "migrate"
+
+
+def test_production_never_migrates_at_start_unless_told_and_needs_its_database_url():
+    production = {"CDS_ENV": "production", "CDS_PUBLIC_BASE_URL": "https://cds.example.org"}
+    with pytest.raises(config.ConfigError, match="CDS_DATABASE_URL is required in production"):
+        config.from_env(production)  # no SQLite file inside the container by default
+    settings = config.from_env({**production, "CDS_DATABASE_URL": "postgresql+psycopg://app@db/cds"})
+    assert settings.db_schema == "check"  # the migration Job (or `cds-service migrate`) changes the schema
+    assert config.from_env({**production, "CDS_DATABASE_URL": "sqlite:///x.db", "CDS_DB_SCHEMA": "migrate"}) \
+        .db_schema == "migrate"

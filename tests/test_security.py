@@ -1,4 +1,5 @@
 """Authentication of the CDS client through the API (production mode), as an EHR would meet it."""
+import json
 import logging
 import time
 import uuid
@@ -37,7 +38,7 @@ def test_signed_call_is_answered_and_unsigned_gets_401(prod, trusted):
     assert unsigned.status_code == 401
     body = unsigned.get_json()
     assert body["resourceType"] == "OperationOutcome"
-    assert "missing Authorization header" in body["issue"][0]["diagnostics"]
+    assert body["issue"][0]["diagnostics"] == "authentication failed"  # the reason is logged, not told
     assert unsigned.headers["WWW-Authenticate"] == "Bearer"
 
 
@@ -61,10 +62,12 @@ def _forged(**overrides):
     (lambda c: "not-a-jwt", "malformed"),
     (lambda c: c.token(SERVICE_URL, jti=12345), "JWT ID must be a string"),
 ])
-def test_bad_tokens_get_401_with_the_reason(prod, trusted, make, message):
+def test_bad_tokens_get_401_and_the_reason_is_logged(prod, trusted, make, message, log_lines):
     response = call(prod, make(trusted))
     assert response.status_code == 401
-    assert message in response.get_json()["issue"][0]["diagnostics"]
+    assert response.get_json()["issue"][0]["diagnostics"] == "authentication failed"
+    [line] = [line for line in log_lines() if line.get("status") == 401]
+    assert message in line["error"]
 
 
 def test_iat_slightly_in_the_future_is_accepted(prod, trusted):
@@ -78,8 +81,7 @@ def test_replayed_token_is_refused_across_worker_processes(trusted, tmp_path):
     worker_b = create_app(trusted.config(database)).test_client()
     token = trusted.token(SERVICE_URL)
     assert call(worker_a, token).status_code == 200
-    replay = call(worker_b, token)
-    assert replay.status_code == 401 and "replayed" in replay.get_json()["issue"][0]["diagnostics"]
+    assert call(worker_b, token).status_code == 401  # "token replayed" in the log
 
 
 def test_discovery_and_feedback_need_a_token_with_their_own_audience(prod, trusted):
@@ -102,7 +104,15 @@ def test_audience_uses_the_public_base_url_behind_a_proxy(trusted, tmp_path):
 
 def test_production_refuses_to_start_without_trusted_issuers(tmp_path):
     with pytest.raises(ValueError, match="CDS_TRUSTED_ISSUERS"):
-        create_app({"env": "production", "database_url": f"sqlite:///{tmp_path / 'cds.db'}"})
+        create_app({"env": "production", "public_base_url": "https://cds.example.org", "db_schema": "migrate",
+                    "database_url": f"sqlite:///{tmp_path / 'cds.db'}"})
+
+
+@pytest.mark.parametrize("base", ["", "cds.hospital.example.org"])
+def test_production_refuses_to_start_without_its_public_base_url(trusted, tmp_path, base):
+    """The audience would otherwise come from the Host header: a token minted for another host would pass."""
+    with pytest.raises(ValueError, match="CDS_PUBLIC_BASE_URL is required in production"):
+        create_app(trusted.config(tmp_path / "cds.db", public_base_url=base))
 
 
 def test_development_accepts_calls_without_a_token(client):
@@ -133,4 +143,74 @@ def test_replayed_feedback_token_is_refused_on_another_worker(trusted, tmp_path)
     feedback = {"feedback": [{"card": "c-1", "outcome": "overridden", "outcomeTimestamp": "2026-11-23T18:14:14.309Z"}]}
     assert worker_a.post(path, json=feedback, headers=headers).status_code == 200
     replay = worker_b.post(path, json=feedback, headers=headers)
-    assert replay.status_code == 401 and "replayed" in replay.get_json()["issue"][0]["diagnostics"]
+    assert replay.status_code == 401  # production: the body says no more than "authentication failed"
+    assert worker_b.post(path, json=feedback, headers=trusted.headers(f"{BASE}{path}")).status_code == 200
+
+
+# -- issue 20: what a refused caller learns, what it costs, the headers ---------------------------------
+
+def test_production_401_bodies_are_bare_and_the_reason_is_logged(trusted, tmp_path, log_lines):
+    client = create_app(trusted.config(tmp_path / "cds.db")).test_client()
+    token = trusted.token(SERVICE_URL)
+    assert call(client, token).status_code == 200
+    refused = [call(client), call(client, token), call(client, trusted.token(SERVICE_URL, iss="https://x.example")),
+               call(client, trusted.token(f"{BASE}/cds-services"))]
+    for response in refused:
+        assert response.status_code == 401 and response.headers["WWW-Authenticate"] == "Bearer"
+        assert response.get_json()["issue"][0]["diagnostics"] == "authentication failed"
+    errors = [line["error"] for line in log_lines() if line.get("status") == 401]
+    assert any("replayed" in e for e in errors) and any("untrusted issuer" in e for e in errors)
+    assert any("aud does not match" in e for e in errors)
+
+
+def test_refused_calls_are_counted_not_written_to_the_audit_and_logged_truncated(trusted, tmp_path, log_lines):
+    import sqlalchemy as sa
+    app = create_app(trusted.config(tmp_path / "cds.db"))
+    client = app.test_client()
+    for _ in range(20):
+        assert call(client, "x" * 6000).status_code == 401
+    assert call(client, trusted.token(SERVICE_URL)).status_code == 200
+    rt = app.extensions["cds"]
+    rt.audit.flush()
+    with rt.store.read() as conn:
+        statuses = conn.execute(sa.text("SELECT status FROM cds_hook_calls")).scalars().all()
+    assert statuses == [200]
+    lines = [line for line in log_lines() if line.get("status") == 401]
+    assert len(lines) == 20 and max(len(json.dumps(line)) for line in lines) < 1000
+    metrics = client.get("/metrics", headers={"Authorization": "Bearer m-token"})
+    assert metrics.status_code == 404  # no CDS_METRICS_TOKEN configured: off in production
+
+
+def test_metrics_need_their_token_in_production(trusted, tmp_path):
+    client = create_app(trusted.config(tmp_path / "cds.db", metrics_token="m-token")).test_client()
+    assert call(client).status_code == 401
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {trusted.token(SERVICE_URL)}"}):
+        response = client.get("/metrics", headers=headers)
+        assert response.status_code == 401 and response.get_json()["resourceType"] == "OperationOutcome"
+    scraped = client.get("/metrics", headers={"Authorization": "Bearer m-token"})
+    assert scraped.status_code == 200 and "cds_hook_requests_total" in scraped.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("path", ["/health", f"/cds-services/{SELECT}", "/guidance/", "/no/such/page"])
+def test_every_answer_carries_the_security_headers(prod, path):
+    response = prod.get(path)
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Strict-Transport-Security"].startswith("max-age=31536000")
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    assert "script-src" not in response.headers["Content-Security-Policy"]  # default-src 'none': no script
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert "Cache-Control" in response.headers
+
+
+def test_json_answers_are_not_cached(prod, trusted):
+    response = call(prod, trusted.token(SERVICE_URL))
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
+
+
+def test_feedback_is_capped_per_post(prod, trusted):
+    path = f"/cds-services/{SELECT}/feedback"
+    entries = [{"card": str(uuid.uuid4()), "outcome": "overridden", "outcomeTimestamp": "2026-11-23T18:14:14Z"}
+               for _ in range(101)]
+    response = prod.post(path, json={"feedback": entries}, headers=trusted.headers(f"{BASE}{path}"))
+    assert response.status_code == 413 and "CDS_MAX_FEEDBACK_ENTRIES" in response.get_json()["issue"][0]["diagnostics"]

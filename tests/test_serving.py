@@ -1,5 +1,6 @@
 """Smoke test of the production serving command: the same gunicorn command and settings the
 Docker image runs (CDS_ENV=production, gunicorn.conf.py, multiprocess metrics), on loopback."""
+import contextlib
 import json
 import os
 import socket
@@ -19,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = json.loads((ROOT / "examples" / "order-select-ct-chest-girl.json").read_text()
                      .replace("__TODAY__", date.today().isoformat()))
 SERVICE = "/cds-services/acr-all-staging-order-select"
+METRICS_TOKEN = "metrics-scraper-token"
 
 
 def free_port() -> int:
@@ -27,21 +29,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("serving")
+@contextlib.contextmanager
+def running(tmp: Path, **extra_env):
+    """gunicorn as the image runs it (its entrypoint, with the port changed), on loopback:
+    yields (base URL, trusted client, log file)."""
     trusted = Client(tmp)
     port = free_port()
-    env = {**os.environ, "CDS_ENV": "production",
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "CDS_ENV": "production", "CDS_PUBLIC_BASE_URL": base, "CDS_METRICS_TOKEN": METRICS_TOKEN,
            "CDS_TRUSTED_ISSUERS": json.dumps({"https://ehr.example.org": str(trusted.jwks_file)}),
-           "CDS_DATABASE_URL": f"sqlite:///{tmp / 'cds.db'}",
-           "PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics"), "WEB_CONCURRENCY": "2"}
+           "CDS_DATABASE_URL": f"sqlite:///{tmp / 'cds.db'}", "CDS_DB_SCHEMA": "migrate",
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics"), "WEB_CONCURRENCY": "2", **extra_env}
     log = (tmp / "server.log").open("w+")
-    # The image's entrypoint, with the port changed: gunicorn --config gunicorn.conf.py --bind ... app
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}",
          "cds_service:create_app()"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(200):
             try:
@@ -57,6 +59,12 @@ def server(tmp_path_factory):
         process.terminate()
         process.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with running(tmp_path_factory.mktemp("serving")) as served:
+        yield served
 
 
 def test_signed_hook_call_under_gunicorn(server):
@@ -76,7 +84,7 @@ def test_readiness_metrics_and_json_log_under_gunicorn(server):
     requests.post(base + SERVICE, json={**EXAMPLE, "hookInstance": hook_instance},
                   headers=trusted.headers(base + SERVICE), timeout=5).raise_for_status()
     assert requests.get(f"{base}/ready", timeout=5).json()["status"] == "ready"
-    metrics = requests.get(f"{base}/metrics", timeout=5).text
+    metrics = requests.get(f"{base}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=5).text
     assert 'cds_hook_requests_total{service="acr-all-staging-order-select",status="200"}' in metrics
     time.sleep(0.2)
     log.seek(0)

@@ -206,12 +206,21 @@ def test_feedback_override_comment_text_is_never_stored(store):
     assert not any("Jane" in str(value) for row in found for value in row.values())
 
 
-def test_feedback_unknown_card_is_stored_unmatched(store):
+def test_feedback_about_a_card_never_issued_is_not_stored(store):
     call(store, card("c-1"))
     assert store.record_feedback(SVC, [dismissed("never-issued"), dismissed("c-1")]) == \
-        {"stored": 2, "duplicates": 0, "unknown_cards": 1, "rejected": 0}
+        {"stored": 1, "duplicates": 0, "unknown_cards": 1, "rejected": 0}
     matched = {r["card_uuid"]: r["matched"] for r in rows(store, storage.feedback)}
-    assert matched == {"never-issued": False, "c-1": True}
+    assert matched == {"c-1": True}
+
+
+def test_feedback_is_stored_only_from_the_issuer_the_card_was_issued_to(store):
+    store.record_calls([{"service_id": SVC, "hook_instance": "h", "status": 200, "latency_ms": 1.0,
+                         "data_source": "prefetch", "cards": [card("c-a")], "issuer": "https://ehr-a.example.org"}])
+    assert store.record_feedback(SVC, [dismissed("c-a")], "https://ehr-b.example.org")["unknown_cards"] == 1
+    assert store.record_feedback(SVC, [dismissed("c-a")], "")["unknown_cards"] == 1
+    assert store.record_feedback(SVC, [dismissed("c-a")], "https://ehr-a.example.org")["stored"] == 1
+    assert [r["card_uuid"] for r in rows(store, storage.feedback)] == ["c-a"]
 
 
 def test_feedback_duplicates_are_ignored(store):
@@ -232,7 +241,8 @@ def test_feedback_duplicates_are_ignored(store):
 
 def test_feedback_duplicate_unknown_cards(store):
     assert store.record_feedback(SVC, [dismissed("x"), dismissed("x")]) == \
-        {"stored": 1, "duplicates": 1, "unknown_cards": 2, "rejected": 0}
+        {"stored": 0, "duplicates": 0, "unknown_cards": 2, "rejected": 0}
+    assert rows(store, storage.feedback) == []
 
 
 MALFORMED = [
@@ -272,7 +282,7 @@ def test_feedback_malformed_entry_is_rejected(store, entry):
 def test_feedback_mixed_batch(store):
     call(store, card("c-1", suggestions=("s-1",)))
     batch = [accepted("c-1", "s-1"), "junk", dismissed("unknown"), {"card": "c-1"}, accepted("c-1", "s-1")]
-    assert store.record_feedback(SVC, batch) == {"stored": 2, "duplicates": 1, "unknown_cards": 1, "rejected": 2}
+    assert store.record_feedback(SVC, batch) == {"stored": 1, "duplicates": 1, "unknown_cards": 1, "rejected": 2}
     assert store.record_feedback(SVC, []) == {"stored": 0, "duplicates": 0, "unknown_cards": 0, "rejected": 0}
 
 
@@ -298,7 +308,7 @@ def test_report_counts_and_override_reasons(store):
         dismissed("a-2", reason="pt-refused"),
         dismissed("a-3", reason="pt-refused"),
         dismissed("a-4"),
-        dismissed("never-issued", reason="other"),
+        dismissed("never-issued", reason="other"),  # not stored
     ])
     report = {(r["rule"], r["indicator"]): r for r in store.report()}
     ct = report[("v1/ct-chest", "warning")]
@@ -308,9 +318,7 @@ def test_report_counts_and_override_reasons(store):
     assert report[("v1/xr-chest", "info")] == {"rule": "v1/xr-chest", "indicator": "info", "shown": 1,
                                                "accepted": 0, "overridden": 0, "override_reasons": []}
     assert report[("out-of-scope/age", "info")]["shown"] == 1
-    unknown = report[("(unknown card)", "-")]
-    assert (unknown["shown"], unknown["overridden"]) == (0, 1)
-    assert store.report()[-1]["rule"] == "(unknown card)"
+    assert ("(unknown card)", "-") not in report
 
     text = format_report(store.report())
     lines = text.splitlines()
@@ -318,14 +326,7 @@ def test_report_counts_and_override_reasons(store):
     ct_line = next(line for line in lines if line.startswith("v1/ct-chest"))
     assert ct_line.split()[:5] == ["v1/ct-chest", "warning", "4", "1", "3"]
     assert "pt-refused x2" in ct_line and "(no reason) x1" in ct_line
-    assert lines[-1].split() == ["total", "6", "1", "4"]
-
-
-def test_report_late_card_is_matched_in_the_report(store):
-    store.record_feedback(SVC, [dismissed("late", reason="pt-refused")])
-    call(store, card("late"))
-    [row] = store.report()
-    assert (row["rule"], row["shown"], row["overridden"]) == ("v1/ct-chest", 1, 1)
+    assert lines[-1].split() == ["total", "6", "1", "3"]
 
 
 def test_report_empty(store):
@@ -377,7 +378,8 @@ def run_together(work):
 
 
 def test_concurrent_feedback_is_stored_exactly_once(store):
-    call(store, *[card(f"card-{t}-0", suggestions=(f"s-{t}-0",)) for t in range(THREADS)])
+    call(store, *[card(f"card-{t}-{i}", suggestions=(f"s-{t}-{i}",))
+                  for t in range(THREADS) for i in range(PER_THREAD)])
 
     def own(t):
         return [accepted(f"card-{t}-{i}", f"s-{t}-{i}", f"2026-11-23T18:{i:02d}:14.309Z") if i % 2 == 0 else
@@ -398,7 +400,7 @@ def test_concurrent_feedback_is_stored_exactly_once(store):
     keys = [(r["card_uuid"], r["outcome"], r["outcome_at"], r["suggestions"]) for r in stored]
     assert len(keys) == len(set(keys)) == THREADS * PER_THREAD
     assert {r["card_uuid"] for r in stored} == {f"card-{t}-{i}" for t in range(THREADS) for i in range(PER_THREAD)}
-    assert sum(r["matched"] for r in stored) == THREADS
+    assert all(r["matched"] for r in stored)
 
 
 def test_concurrent_claim_jti_has_one_winner(store):
@@ -456,3 +458,25 @@ def test_flask_report_command(store):
     assert result.exit_code == 0, result.output
     line = next(line for line in result.output.splitlines() if line.startswith("v1/ct-chest"))
     assert line.split()[:5] == ["v1/ct-chest", "warning", "1", "1", "0"]
+
+
+def test_a_worker_never_opens_more_postgresql_connections_than_its_pool(url, tmp_path):
+    """Issue 20: the deployment's connection count is workers x CDS_DB_POOL_SIZE, whatever the load."""
+    if not url.startswith("postgresql"):
+        pytest.skip("a PostgreSQL pool")
+    from builders import SELECT, hook_request, service_request
+    from cds_service import create_app
+    from tokens import Client
+    trusted = Client(tmp_path)
+    app = create_app({**trusted.config(tmp_path / "unused.db"), "database_url": url, "db_pool_size": 2})
+    opened = []
+    sa.event.listen(app.extensions["cds"].store.engine, "connect", lambda *_: opened.append(1))
+    path = f"/cds-services/{SELECT}"
+    body = hook_request([service_request(code="71250")])
+
+    def signed_call(_):
+        return app.test_client().post(path, json=body, headers=trusted.headers(f"http://localhost{path}")).status_code
+    with ThreadPoolExecutor(12) as pool:
+        statuses = list(pool.map(signed_call, range(48)))
+    app.extensions["cds"].audit.flush()
+    assert statuses == [200] * 48 and 1 <= len(opened) <= 2

@@ -248,3 +248,24 @@ def test_retention_forgets_overrides_past_their_window_and_shown_warnings_after_
     assert counts() == [0, 2]
     assert suppressor.purge(start + timedelta(days=1, minutes=46)) == 2  # shown more than a day ago
     assert counts() == [0, 0]
+
+
+def test_an_override_silences_only_the_warnings_of_the_ehr_that_sent_it(tmp_path):
+    """Development: unsigned calls (issuer "") and a signed EHR's calls, with the same patient and order ids."""
+    ehr = Client(tmp_path)
+    app = make_app(f"sqlite:///{tmp_path / 'cds.db'}", **{**ehr.config(tmp_path / "unused.db"), "env": "development",
+                                                        "database_url": f"sqlite:///{tmp_path / 'cds.db'}"})
+    client = app.test_client()
+
+    def signed(path=f"/cds-services/{b.SELECT}"):
+        return ehr.headers(f"http://localhost{path}")
+    feedback_path = f"/cds-services/{b.SELECT}/feedback"
+    [unsigned_warning] = b.warning_cards(call(client))
+    override(client, unsigned_warning, headers=signed(feedback_path))  # another caller's card: ignored
+    assert b.warning_cards(call(client, headers=signed())) and b.warning_cards(call(client))
+    [ehr_warning] = b.warning_cards(call(client, headers=signed()))
+    override(client, ehr_warning, headers=signed(feedback_path))
+    assert b.warning_cards(call(client, headers=signed())) == []  # the EHR's own warning: silenced
+    assert b.warning_cards(call(client))                           # the same ids from another caller: shown
+    with app.extensions["cds"].store.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(storage.feedback)).scalar() == 1

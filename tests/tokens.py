@@ -26,7 +26,8 @@ class Client:
         these FHIR servers)."""
         entry = {"jwks": str(self.jwks_file), "fhir_servers": fhir_servers} if fhir_servers else str(self.jwks_file)
         return {"env": "production", "trusted_issuers": json.dumps({ISSUER: entry}),
-                "database_url": f"sqlite:///{database}", **extra}
+                "public_base_url": "http://localhost", "database_url": f"sqlite:///{database}", "db_schema": "migrate",
+                **extra}
 
     def token(self, audience: str, **claims) -> str:
         now = int(time.time())

@@ -9,7 +9,7 @@ from typing import Any, Iterable, Mapping
 SUMMARY_LIMIT = 140  # CDS Hooks: summary SHALL be under 140 characters
 SEXES = ("any", "male", "female")
 RESULT_KINDS = ("normal", "negative", "positive", "indeterminate")
-DIAGNOSIS_KINDS = ("all", "all-remission", "all-relapse", "excluded", "symptom", "therapy")
+DIAGNOSIS_KINDS = ("all", "all-remission", "all-relapse", "excluded", "symptom", "therapy", "expected", "benign")
 PREFIX_SYSTEMS = ("icd10", "atc")  # hierarchical codes: a code ending in "*" matches its children
 PREFIX_KEY = 3  # ICD-10 prefix codes are indexed by their category (first three characters)
 SEEN_CODES = 20_000  # (system, code) pairs whose meaning is remembered; past this the memory starts again
@@ -112,7 +112,7 @@ class Policies:
     absent_clinical_status_counts_as_active: bool
     order_reason_can_establish_all: bool
     staging_text: re.Pattern           # a reason text that names the leukemia or its staging
-    not_given_statuses: frozenset[str]  # MedicationRequest statuses that are no evidence of therapy
+    not_given_statuses: Mapping[str, frozenset[str]]  # per therapy record type, statuses that are no evidence
     withhold_when_unread: frozenset[str]  # resource types whose unread part withholds the rating
     withheld_summary: str
     withheld_detail: str
@@ -147,6 +147,24 @@ class Source:
 
 
 @dataclass(frozen=True)
+class Release:
+    version: str  # release.toml's version, e.g. 1.0.0
+    digest: str   # SHA-256 (hex) over the folder's .toml files, names and contents
+
+    @property
+    def short(self) -> str:
+        return self.digest[:12]
+
+    @property
+    def label(self) -> str:
+        """Version and digest in one string (semver build metadata), e.g. 1.0.0+3f9a1c2b7d4e."""
+        return f"{self.version}+{self.short}"
+
+
+UNVERSIONED = Release("0", "0" * 64)
+
+
+@dataclass(frozen=True)
 class Topic:
     title: str
     label: str
@@ -155,14 +173,14 @@ class Topic:
     scope_label: str
 
 
-WORD_RUN = re.compile(r"[\w-]+")  # what the phrases' (?<![\w-]) and (?![\w-]) take as one word
+WORD_RUN = re.compile(r"\w+")  # what the phrases' (?<!\w) and (?!\w) take as one word
 
 
 @dataclass(frozen=True)
 class TextStarts:
-    r"""The first [\w-]+ run of every phrase (any case) and acronym (exact case) of the text evidence
+    r"""The first \w+ run of every phrase (any case) and acronym (exact case) of the text evidence
     and the neutral phrases ("bell" of "Bell's palsy"). A phrase found in a text is bounded by
-    (?<![\w-]) and (?![\w-]) and its words by spaces, so its first run is a whole run of the text
+    (?<!\w) and (?!\w) and its words by spaces, so its first run is a whole run of the text
     too: an ASCII text none of whose runs is a first run names nothing. A set look-up per word
     instead of a search at every character."""
     words: frozenset[str]
@@ -206,6 +224,8 @@ class Knowledge:
     _neutral: re.Pattern                   # phrases removed from text before matching
     _any_text: re.Pattern                  # any kind's words or a neutral phrase: one search says a text names none
     _text_starts: TextStarts | None        # a quicker "names none" for most texts
+    episode: Any = None                    # episode.Episode: the closed world of the diagnostic episode
+    release: Release = UNVERSIONED         # release.toml's version and the digest of the files
     _meanings: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # (system, code) -> match
 
     # -- code look-ups (the hot path: plain dict reads) --------------------------------
@@ -249,16 +269,32 @@ class Knowledge:
                 return match
         return None
 
-    def text_evidence(self, text: Any) -> list[tuple[str, str]]:
-        """(kind, words) for each kind of evidence the text names; text only ever takes a child out."""
+    def text_evidence(self, text: Any, leukemia: bool = False) -> list[tuple[str, str]]:
+        """(kind, words) for each kind of evidence the text names; text only ever takes a child out.
+        Dashes count as hyphens, and a hyphen separates words ("Vincristine-induced"). A family-history
+        clause is not the patient's. Remission and relapse words count only beside a leukemia: in the
+        same text, or in a concept coded as ALL (`leukemia`). Symptoms of the HPO lexicon count too."""
         if not isinstance(text, str) or not text:
             return []
-        if self._text_starts and not self._text_starts.could_name(text):
-            return []
-        if not self._any_text.search(text):  # names no kind's words and no neutral phrase: nothing to remove
-            return []
-        text = self._neutral.sub(" ", text)
-        return [(kind, found.group(0)) for kind, pattern in self._text_kinds.items() if (found := pattern.search(text))]
+        text = text.translate(DASHES)
+        found: dict[str, str] = {}
+        if not self._text_starts or self._text_starts.could_name(text):
+            if self._any_text.search(text):
+                if self.episode:
+                    text = self.episode.family.sub(" ", text)
+                text = self._neutral.sub(" ", text)
+                for kind, pattern in self._text_kinds.items():
+                    if (hit := pattern.search(text)) and kind not in found:
+                        found[kind] = hit.group(0)
+                if not (leukemia or "all" in found or LEUKEMIA.search(text)):
+                    found.pop("all-remission", None)
+                    found.pop("all-relapse", None)
+        if self.episode and "symptom" not in found:
+            words = tokens(self.episode.family.sub(" ", text))
+            symptom = next((f for f in self.episode.lexicon.scan(words)[0] if f.kind == "symptom"), None)
+            if symptom:
+                found["symptom"] = " ".join(words[symptom.start:symptom.end])
+        return list(found.items())
 
     def _diagnosis(self, key: str, code: str) -> DiagnosisMatch | None:
         match = self._diagnosis_codes.get((key, code))
@@ -267,6 +303,8 @@ class Knowledge:
         for prefix, candidate in self._diagnosis_prefixes.get((key, code[:PREFIX_KEY]), ()):
             if code.startswith(prefix):
                 return candidate
+        if key == "icd10" and self.episode and (found := self.episode.icd_class(code)):
+            return DiagnosisMatch(found[0], Code("icd10", code, found[1], "ours"))
         return None
 
     def with_overrides(self, new_within_days: int | None = None, pama_qcdsm: str | None = None) -> "Knowledge":
@@ -276,6 +314,15 @@ class Knowledge:
         if pama_qcdsm:
             policies = replace(policies, pama_qcdsm=pama_qcdsm)
         return replace(self, policies=policies)
+
+
+LEUKEMIA = re.compile(r"(?i:leuka?emia)|(?<!\w)(?:[BT]-)?ALL(?!\w)")
+DASHES = dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2014\u2015\u2212"), "-")
+
+
+def tokens(text: str) -> tuple[str, ...]:
+    from .episode import tokens as words  # the lexicon's words
+    return words(text)
 
 
 def normalise(system_key: str, code: str) -> str:
@@ -289,7 +336,7 @@ def phrases(words: tuple[str, ...], acronyms: tuple[str, ...] = ()) -> re.Patter
     alternatives += [re.escape(a) for a in acronyms]
     if not alternatives:
         return re.compile(r"(?!x)x")  # matches nothing
-    return re.compile(r"(?<![\w-])(?:" + "|".join(alternatives) + r")(?![\w-])")
+    return re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)")
 
 
 def default_directory() -> Path:

@@ -7,7 +7,7 @@ from types import MappingProxyType
 from .model import Code, OutOfScopeReason, Policies, phrases
 from .toml_file import TomlFile
 
-NEEDED_REASONS = {"age-unknown", "adult", "excluded-diagnosis", "relapse", "remission", "therapy-started",
+NEEDED_REASONS = {"age-unknown", "adult", "excluded-diagnosis", "relapse", "remission", "therapy-started", "contradictory",
                   "status-unknown", "diagnosis-invalid", "unconfirmed", "date-unknown", "not-new", "symptomatic"}
 
 
@@ -46,7 +46,10 @@ def read(f: TomlFile) -> Policies:
         order_reason_can_establish_all=f.get(dx, "order_reason_can_establish_all", "diagnosis", bool),
         staging_text=phrases(f.strings(indication, "staging_words", "indication"),
                              f.strings(indication, "staging_acronyms", "indication")),
-        not_given_statuses=frozenset(f.strings(therapy, "not_given_statuses", "therapy")),
+        not_given_statuses=MappingProxyType({
+            "MedicationRequest": frozenset(f.strings(therapy, "not_given_statuses", "therapy")),
+            **{kind: frozenset(f.strings(f.get(therapy, "not_given", "therapy", dict), kind, "therapy.not_given"))
+               for kind in ("MedicationAdministration", "MedicationStatement", "Procedure")}}),
         withhold_when_unread=frozenset(f.strings(completeness, "withhold_when_unread", "completeness")),
         withheld_summary=f.summary(completeness, "withheld_summary", "completeness"),
         withheld_detail=f.get(completeness, "withheld_detail", "completeness"),

@@ -32,8 +32,9 @@ from .schema import ID_MAX, SUGGESTIONS_MAX, feedback, hook_calls, issued_cards,
 log = logging.getLogger("cds_service.storage")
 
 __all__ = ["Store", "Journal", "ReplayGuard", "Retention", "journal_dir", "CardRecord", "Database",
-           "FeedbackEntry", "default_url", "format_report", "parse_entry", "parse_timestamp", "metadata", "hook_calls", "issued_cards", "feedback",
-           "jti_claims", "ID_MAX", "SUGGESTIONS_MAX", "utcnow", "SchemaError"]
+           "FeedbackEntry", "default_url", "format_report", "parse_entry", "parse_timestamp", "metadata",
+           "hook_calls", "issued_cards", "feedback", "jti_claims", "ID_MAX", "SUGGESTIONS_MAX", "utcnow",
+           "SchemaError"]
 
 
 class Store(Database):
@@ -44,8 +45,8 @@ class Store(Database):
     server that cannot be reached at start is not waited for (an instance restarted during an outage
     answers calls and journals their audit); a SQLite file that cannot be opened is an error."""
 
-    def __init__(self, url: str, schema: str = "migrate"):
-        super().__init__(url)
+    def __init__(self, url: str, schema: str = "migrate", pool_size: int = 4):
+        super().__init__(url, pool_size)
         if schema not in ("migrate", "check", "none"):
             raise ValueError(f"schema={schema!r}: expected migrate, check or none")
         try:
@@ -69,8 +70,8 @@ class Store(Database):
     def record_calls(self, calls: list[dict]) -> None:
         self.audit.record_calls(calls)
 
-    def record_feedback(self, service_id: str, entries: list) -> dict:
-        return self.feedback.record_feedback(service_id, entries)
+    def record_feedback(self, service_id: str, entries: list, issuer: str | None = None) -> dict:
+        return self.feedback.record_feedback(service_id, entries, issuer)
 
     def claim_jti(self, issuer: str, jti: str, expires_at: float) -> bool:
         return self.jti.claim_jti(issuer, jti, expires_at)
@@ -87,7 +88,7 @@ class Store(Database):
             for r in records:
                 if r["t"] == "feedback" and r["e"]:
                     entries = sorted({e.key: e for e in map(entry_from_json, r["e"])}.values(), key=lambda e: e.key)
-                    self.feedback.store(conn, r["svc"], entries, parse_timestamp(r["at"]))
+                    self.feedback.store(conn, r["svc"], entries, r.get("iss"), parse_timestamp(r["at"]))
         self.write(work)
 
     def reachable(self, seconds: float = 1.0) -> bool:

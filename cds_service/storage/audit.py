@@ -45,13 +45,16 @@ def normalized(call: dict) -> dict:
     return {"called_at": called_at if isinstance(called_at, str) else iso(called_at),
             "service_id": call["service_id"][:ID_MAX], "hook_instance": call["hook_instance"][:ID_MAX],
             "status": int(call["status"]), "latency_ms": round(float(call["latency_ms"]), 3),
-            "data_source": call["data_source"][:32], "cards": [card_row(c) for c in call["cards"]]}
+            "data_source": call["data_source"][:32],
+            "knowledge_version": call["knowledge_version"][:64] if call.get("knowledge_version") else None,
+            "issuer": (call.get("issuer") or "")[:ID_MAX], "cards": [card_row(c) for c in call["cards"]]}
 
 
 def chain_hash(prev_hash: str, row: dict) -> str:
-    """SHA-256 over the previous row's hash and this row's content (its cards in uuid order)."""
+    """SHA-256 over the previous row's hash and this row's content (the knowledge release and the caller's
+    issuer included, its cards in uuid order)."""
     content = [row["called_at"], row["service_id"], row["hook_instance"], row["status"], row["latency_ms"],
-               row["data_source"], sorted(row["cards"], key=lambda c: c[0])]
+               row["data_source"], row["knowledge_version"], row["issuer"], sorted(row["cards"], key=lambda c: c[0])]
     return hashlib.sha256((prev_hash + json.dumps(content, separators=(",", ":"))).encode()).hexdigest()
 
 
@@ -88,6 +91,7 @@ class Audit:
         rows = [{"called_at": datetime.fromisoformat(r["c"]["called_at"]), "service_id": r["c"]["service_id"],
                  "hook_instance": r["c"]["hook_instance"], "status": r["c"]["status"],
                  "latency_ms": r["c"]["latency_ms"], "data_source": r["c"]["data_source"],
+                 "knowledge_version": r["c"].get("knowledge_version"), "issuer": r["c"].get("issuer") or "",
                  "writer": r.get("w"), "seq": r.get("n"), "prev_hash": r.get("p"), "row_hash": r.get("h")}
                 for r in fresh]
         ids = conn.execute(hook_calls.insert().returning(hook_calls.c.id, sort_by_parameter_order=True),
@@ -98,7 +102,6 @@ class Audit:
         for part in chunks(cards):
             conn.execute(self._insert_cards, part)
         return len(fresh)
-
 
 
 def calls_with_cards(db: Database, where=None, order_by=(hook_calls.c.id,)) -> Iterator[tuple[Any, dict]]:
@@ -116,7 +119,7 @@ def calls_with_cards(db: Database, where=None, order_by=(hook_calls.c.id,)) -> I
             for r in part:
                 yield r, {"called_at": iso(r.called_at), "service_id": r.service_id, "hook_instance": r.hook_instance,
                           "status": r.status, "latency_ms": r.latency_ms, "data_source": r.data_source,
-                          "cards": cards.get(r.id, [])}
+                          "knowledge_version": r.knowledge_version, "issuer": r.issuer, "cards": cards.get(r.id, [])}
 
 
 def verify(db: Database, limit: int = 20) -> tuple[int, list[str], dict[str, str]]:

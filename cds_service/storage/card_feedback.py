@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .db import Database, chunks, utcnow
-from .schema import ID_MAX, SUGGESTIONS_MAX, feedback, issued_cards
+from .schema import ID_MAX, SUGGESTIONS_MAX, feedback, hook_calls, issued_cards
 
 RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})")
 
@@ -107,20 +107,21 @@ class Feedback:
         self._insert = db.insert(feedback).on_conflict_do_nothing(
             index_elements=["card_uuid", "outcome", "outcome_at", "suggestions"]).returning(feedback.c.id)
 
-    def record_feedback(self, service_id: str, entries: list) -> dict:
-        """Store the valid entries of a `feedback` array; never raises for what the client sent.
+    def record_feedback(self, service_id: str, entries: list, issuer: str | None = None) -> dict:
+        """Store the valid entries of a `feedback` array about cards this service issued (to `issuer`,
+        the caller's JWT iss, "" for unsigned calls; None: to anyone); never raises for what the
+        client sent. Entries about other cards are not stored: anyone could otherwise fill the table.
 
-        Returns {"stored", "duplicates", "unknown_cards", "rejected"}: stored + duplicates + rejected is
-        len(entries); unknown_cards counts the valid entries (stored or not) about cards we never issued."""
+        Returns {"stored", "duplicates", "unknown_cards", "rejected"}, which add up to len(entries):
+        unknown_cards counts the valid entries about cards not issued (to that issuer)."""
         counts, valid = self.parse(entries)
         unique = sorted({p.key: p for p in valid}.values(), key=lambda p: p.key)  # one lock order for all
         if not unique:
-            counts["duplicates"] = len(valid)
             return counts
-        stored, known = self.db.write(self.store, service_id, unique)
+        stored, known = self.db.write(self.store, service_id, unique, issuer)
         counts["stored"] = stored
-        counts["duplicates"] = len(valid) - stored
         counts["unknown_cards"] = sum(p.card not in known for p in valid)
+        counts["duplicates"] = len(valid) - stored - counts["unknown_cards"]
         return counts
 
     @staticmethod
@@ -130,15 +131,23 @@ class Feedback:
         valid = [p for p in parsed if p is not None]
         return {"stored": 0, "duplicates": 0, "unknown_cards": 0, "rejected": len(parsed) - len(valid)}, valid
 
-    def store(self, conn: Connection, service_id: str, entries: list[FeedbackEntry], received_at=None):
-        """Insert valid entries (a duplicate is skipped); returns (stored, {known card: its suggestions})."""
+    def store(self, conn: Connection, service_id: str, entries: list[FeedbackEntry], issuer: str | None = None,
+              received_at=None):
+        """Insert the valid entries about cards issued (to `issuer`, as in record_feedback; a duplicate is
+        skipped); returns (stored, {known card: its suggestions})."""
         service_id = service_id[:ID_MAX]
         known: dict[str, set[str]] = {}
         for part in chunks(sorted({e.card for e in entries})):
-            for card, suggestions in conn.execute(
-                    sa.select(issued_cards.c.card_uuid, issued_cards.c.suggestion_uuids)
-                    .where(issued_cards.c.card_uuid.in_(part))):
+            query = sa.select(issued_cards.c.card_uuid, issued_cards.c.suggestion_uuids) \
+                .where(issued_cards.c.card_uuid.in_(part))
+            if issuer is not None:
+                query = query.join(hook_calls, hook_calls.c.id == issued_cards.c.call_id) \
+                    .where(hook_calls.c.issuer == issuer[:ID_MAX])
+            for card, suggestions in conn.execute(query):
                 known[card] = set(suggestions.split())
+        entries = [e for e in entries if e.card in known]
+        if not entries:
+            return 0, known
         now = received_at or utcnow()
         rows = [{
             "received_at": now, "service_id": service_id, "card_uuid": e.card, "outcome": e.outcome,

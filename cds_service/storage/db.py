@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 log = logging.getLogger("cds_service.storage")
 
 BUSY_TIMEOUT_MS = 5000
+POOL_TIMEOUT = 5        # seconds a thread waits for one of the pool's PostgreSQL connections
 CHUNK = 500             # ids per IN (...) lookup, rows per INSERT
 
 
@@ -57,8 +58,11 @@ def default_url(instance_path: str) -> str:
 
 
 class Database:
-    def __init__(self, url: str):
+    def __init__(self, url: str, pool_size: int = 4):
+        """pool_size: the most PostgreSQL connections this process opens (CDS_DB_POOL_SIZE; no overflow),
+        whatever the load: the deployment's total is then workers x pool_size per instance."""
         self.url = make_url(url)
+        self.pool_size = pool_size
         self.dialect = self.url.get_backend_name()
         self.insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}.get(self.dialect)
         if self.insert is None:
@@ -99,8 +103,8 @@ class Database:
                                      "BEGIN IMMEDIATE")
             return engine
         connect_args = {} if "connect_timeout" in self.url.query else {"connect_timeout": 5}
-        return sa.create_engine(self.url, pool_pre_ping=True, pool_size=8, max_overflow=16,
-                                connect_args=connect_args, hide_parameters=True)
+        return sa.create_engine(self.url, pool_pre_ping=True, pool_size=self.pool_size, max_overflow=0,
+                                pool_timeout=POOL_TIMEOUT, connect_args=connect_args, hide_parameters=True)
 
     def write(self, work, *args, fast: bool = False):
         """Run work(conn, *args) in one write transaction, retrying deadlocks and lock timeouts.

@@ -83,9 +83,12 @@ def _lines(data: bytes) -> tuple[list[dict], int]:
 
 
 class Journal:
-    def __init__(self, store, directory: str | os.PathLike, max_bytes: int | None = None):
-        """store: has write_journal(records) (a Store). directory: created if need be."""
+    def __init__(self, store, directory: str | os.PathLike, max_bytes: int | None = None,
+                 knowledge_version: str | None = None):
+        """store: has write_journal(records) (a Store). directory: created if need be. knowledge_version:
+        the knowledge release that answers, on every audit row."""
         self.store = store
+        self.knowledge_version = knowledge_version
         self.directory = Path(directory)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -151,7 +154,8 @@ class Journal:
 
     def submit(self, **call) -> None:
         """Journal a hook call's audit row (service_id, hook_instance, status, latency_ms, data_source,
-        cards, optional called_at): before the answer is sent."""
+        cards, optional called_at, issuer and knowledge_version): before the answer is sent."""
+        call.setdefault("knowledge_version", self.knowledge_version)
         row = normalized(call)
         with self.lock:
             if self.pid != os.getpid():
@@ -163,11 +167,12 @@ class Journal:
             self.prev = row_hash
         self.wake.set()
 
-    def store_feedback(self, service_id: str, entries: list) -> dict:
+    def store_feedback(self, service_id: str, entries: list, issuer: str | None = None) -> dict:
         """Feedback entries into the database if it takes them within FEEDBACK_WAIT_SECONDS, else into
-        the journal (written to the database when it is back). Returns record_feedback's counts, with
-        "journaled" (entries not yet in the database) when it came to that."""
-        future = background().submit(self._flush_and_record, service_id, entries)
+        the journal (written to the database when it is back, still only about cards issued to `issuer`,
+        as record_feedback). Returns record_feedback's counts, with "journaled" (entries not yet in the
+        database) when it came to that."""
+        future = background().submit(self._flush_and_record, service_id, entries, issuer)
         try:
             return future.result(FEEDBACK_WAIT_SECONDS)
         except (WaitTimeout, Unavailable, SQLAlchemyError) as exc:
@@ -177,17 +182,17 @@ class Journal:
         with self.lock:
             if self.pid != os.getpid():
                 self._start()
-            journaled = self._append("feedback", {"t": "feedback", "svc": service_id, "at": utcnow().isoformat(),
-                                                  "e": [entry_to_json(e) for e in valid]})
+            journaled = self._append("feedback", {"t": "feedback", "svc": service_id, "iss": issuer,
+                                                  "at": utcnow().isoformat(), "e": [entry_to_json(e) for e in valid]})
         log.warning("feedback journaled: the database is %s", problem,
                     extra={"fields": {"service": service_id, "entries": len(valid), "kept": journaled}})
         self.wake.set()
         return {**counts, "journaled": len(valid) if journaled else 0}
 
-    def _flush_and_record(self, service_id: str, entries: list) -> dict:
+    def _flush_and_record(self, service_id: str, entries: list, issuer: str | None) -> dict:
         if not self.flush():  # the cards being reported on must be on record first
             raise Unavailable()
-        return self.store.record_feedback(service_id, entries)
+        return self.store.record_feedback(service_id, entries, issuer)
 
     # -- draining ---------------------------------------------------------------------------------
     def _run(self) -> None:

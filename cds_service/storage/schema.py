@@ -42,6 +42,8 @@ hook_calls = sa.Table(
     sa.Column("status", sa.Integer(), nullable=False),
     sa.Column("latency_ms", sa.Float(), nullable=False),
     sa.Column("data_source", sa.String(32), nullable=False),
+    sa.Column("knowledge_version", sa.String(64)),  # the knowledge release (version+digest) that answered
+    sa.Column("issuer", sa.String(ID_MAX), nullable=False, server_default=""),  # the JWT's iss ("" unsigned)
     # The chain (audit_chain.py): the process that answered, its count of calls, the previous row's
     # hash and this row's (its content and its cards). None on rows written before chaining.
     sa.Column("writer", sa.String(WRITER_MAX)),

@@ -3,13 +3,13 @@ number in that process, the previous row's hash and its own. The pair (writer, s
 journal replayed twice inserts nothing twice.
 
 Revision ID: 0004_issue18
-Revises: 0003
+Revises: 0004_issue20
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0004_issue18"
-down_revision = "0003"
+down_revision = "0004_issue20"
 branch_labels = None
 depends_on = None
 
