@@ -20,6 +20,8 @@ from cds_service.storage import journal as journal_module
 from databases import url  # noqa: F401  (the url fixture: SQLite, and PostgreSQL when configured)
 
 SVC = "acr-all-staging-order-select"
+EHR = "https://ehr.example.org"
+RELEASE = "1.1.0+0123456789ab"
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -30,9 +32,9 @@ def store(url):
     s.close()
 
 
-def submit(journal, instance: str, *cards: IssuedCard, status: int = 200) -> None:
+def submit(journal, instance: str, *cards: IssuedCard, status: int = 200, issuer: str = "") -> None:
     journal.submit(service_id=SVC, hook_instance=instance, status=status, latency_ms=3.14159,
-                   data_source="prefetch", cards=cards)
+                   data_source="prefetch", cards=cards, issuer=issuer)
 
 
 def card(uid: str) -> IssuedCard:
@@ -132,12 +134,29 @@ def test_feedback_while_the_database_is_down_is_journaled_and_stored_when_it_is_
         ("c-1", True, "protocol", True)]
 
 
+def test_journaled_feedback_is_stored_only_for_cards_issued_to_its_sender(store, tmp_path):
+    journal = storage.Journal(store, tmp_path / "journal")
+    submit(journal, "call-1", card("c-1"), issuer=EHR)
+    assert journal.flush()
+    working = store.engine
+    store.engine = sa.create_engine("postgresql+psycopg://cds:cds@127.0.0.1:9/cds")  # nothing listens on port 9
+    entry = {"card": "c-1", "outcome": "overridden", "outcomeTimestamp": "2026-11-23T18:14:14Z"}
+    for issuer, when in (("https://other-ehr.example.org", "2026-11-23T18:14:14Z"), ("", "2026-11-23T18:15:14Z"),
+                         (EHR, "2026-11-23T18:16:14Z")):
+        assert journal.store_feedback(SVC, [{**entry, "outcomeTimestamp": when}], issuer)["journaled"] == 1
+    store.engine = working
+    assert journal.flush()
+    with store.engine.connect() as conn:
+        stored = conn.execute(sa.select(storage.feedback.c.card_uuid, storage.feedback.c.outcome_at)).all()
+    assert [(c, at.minute) for c, at in stored] == [("c-1", 16)]  # the card's own EHR only
+
+
 @pytest.fixture
 def chained(store, url, tmp_path):
     """Five calls with a card each, written through the journal; a copy of the database for SQLite."""
-    journal = storage.Journal(store, tmp_path / "journal")
+    journal = storage.Journal(store, tmp_path / "journal", knowledge_version=RELEASE)
     for n in range(5):
-        submit(journal, f"call-{n}", card(f"card-{n}"), status=200 if n != 2 else 412)
+        submit(journal, f"call-{n}", card(f"card-{n}"), status=200 if n != 2 else 412, issuer=EHR)
     assert journal.flush()
     if url.startswith("sqlite"):
         copy = tmp_path / "copy.db"
@@ -162,6 +181,22 @@ def test_verify_finds_a_row_changed_by_hand(chained, url, capsys):
     assert status == 1 and "seq 3)" in out[1] and "altered" in out[1]
     if url.startswith("sqlite"):
         assert verify(url, capsys)[0] == 0  # the original is intact
+
+
+def test_the_rows_carry_the_knowledge_release_and_the_issuer(chained):
+    engine = sa.create_engine(chained)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(storage.hook_calls.c.knowledge_version, storage.hook_calls.c.issuer)).all()
+    engine.dispose()
+    assert rows == [(RELEASE, EHR)] * 5
+
+
+@pytest.mark.parametrize("column, value", [("knowledge_version", "9.9.9+000000000000"),
+                                           ("issuer", "https://other-ehr.example.org")])
+def test_verify_finds_the_release_or_the_issuer_changed_by_hand(chained, capsys, column, value):
+    change(chained, f"UPDATE cds_hook_calls SET {column} = '{value}' WHERE hook_instance = 'call-3'")
+    status, out = verify(chained, capsys)
+    assert status == 1 and "seq 4)" in out[1] and "altered" in out[1]
 
 
 def test_verify_finds_a_card_changed_by_hand(chained, capsys):
@@ -212,11 +247,11 @@ def test_audit_export_writes_one_valid_fhir_audit_event_per_call(store, url, tmp
     from datetime import timedelta
 
     from fhir.resources.R4B.auditevent import AuditEvent
-    journal = storage.Journal(store, tmp_path / "journal")
+    journal = storage.Journal(store, tmp_path / "journal", knowledge_version=RELEASE)
     long_ago = storage.utcnow() - timedelta(days=30)
     journal.submit(service_id=SVC, hook_instance="old", status=200, latency_ms=1.0, data_source="prefetch",
                    cards=[], called_at=long_ago)
-    submit(journal, "warned", card("card-1"))
+    submit(journal, "warned", card("card-1"), issuer=EHR)
     submit(journal, "refused", status=412)
     assert journal.flush()
     out = tmp_path / "audit.ndjson"
@@ -230,9 +265,11 @@ def test_audit_export_writes_one_valid_fhir_audit_event_per_call(store, url, tmp
     assert warned.type.code == "rest" and warned.action == "E"
     assert [a.requestor for a in warned.agent] == [True, False]
     assert warned.agent[1].who.identifier.value == f"https://cds.hospital.example.org/cds-services/{SVC}"
+    assert warned.agent[0].who.identifier.value == EHR and refused.agent[0].who.identifier is None
     call, issued = warned.entity
     assert call.what.identifier.value == "warned"
     assert any(d.type == "auditChain" and "seq=2 " in d.valueString for d in call.detail)
+    assert any(d.type == "knowledgeVersion" and d.valueString == RELEASE for d in call.detail)
     assert issued.what.identifier.value == "card-1" and issued.description == "v1/ct-chest"
     assert {(d.type, d.valueString) for d in issued.detail} >= {("indicator", "warning"), ("rating", "not-appropriate")}
 
