@@ -35,6 +35,7 @@ from tokens import ISSUER, Client
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = 4
+METRICS_TOKEN = "outage-test-metrics-token"  # production serves /metrics with its token only
 PG_BIN = (sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: [int(x) for x in re.findall(r"\d+", p)])
           or [""])[-1]
 
@@ -92,8 +93,8 @@ class Service:
         env = {**os.environ, "CDS_ENV": "production", "CDS_DATABASE_URL": database_url,
                "CDS_TRUSTED_ISSUERS": f'{{"{ISSUER}": "{self.client.jwks_file}"}}', "CDS_PUBLIC_BASE_URL": self.base,
                "CDS_PATIENT_HASH_KEY": "test-key", "CDS_JOURNAL_DIR": str(self.journal),
-               "PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics"), "WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "4",
-               "CDS_LOG_LEVEL": "WARNING", **env}
+               "CDS_METRICS_TOKEN": METRICS_TOKEN, "PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics"),
+               "WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "4", "CDS_LOG_LEVEL": "WARNING", **env}
         self.log = (tmp / "server.log").open("w+")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}",
@@ -138,7 +139,10 @@ class Service:
         return answered, failed
 
     def metric(self, name: str) -> float:
-        text = requests.get(f"{self.base}/metrics", timeout=5).text
+        response = requests.get(f"{self.base}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
+                                timeout=5)
+        assert response.status_code == 200, response.status_code
+        text = response.text
         return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")
                    or line.startswith(name + "{"))
 
@@ -175,6 +179,7 @@ def report(capsys, text: str) -> None:
 
 def test_postgres_stopped_for_10_s_and_a_worker_killed_meanwhile_lose_no_call_and_no_audit_row(
         postgres, tmp_path, capsys):
+    assert cli.main(["migrate", "--database-url", postgres.url]) == 0  # the deploy's migration (production: check)
     service = Service(tmp_path, postgres.url)
     killed = []
 
@@ -196,9 +201,10 @@ def test_postgres_stopped_for_10_s_and_a_worker_killed_meanwhile_lose_no_call_an
     report(capsys, f"outage: PostgreSQL stopped 10 s, a worker SIGKILLed during it: {len(answered)} calls answered "
                    f"200, {len(failed)} not ({failed[:3]}), {fallbacks:.0f} jti claims in memory, "
                    f"{len(missing)} answered calls without an audit row")
-    # The calls in flight on the killed worker fail at the client (their connection is cut): at most one
-    # per client; every other call is answered with its cards.
-    assert len(failed) <= CLIENTS and all("ConnectionError" in f for f in failed), failed
+    # The calls in flight on the killed worker fail at the client (their connection is cut, before or
+    # while the answer is read): at most one per client; every other call is answered with its cards.
+    assert len(failed) <= CLIENTS and all(f.endswith(("ConnectionError", "ChunkedEncodingError")) for f in failed), \
+        failed
     assert len(answered) > 100 and fallbacks > 0
     assert not missing
     assert not list(service.journal.glob("*.jsonl"))  # drained and deleted
@@ -230,6 +236,7 @@ def test_an_instance_started_while_postgres_is_down_answers_and_audits_once_it_i
 
 def test_sqlite_locked_by_another_writer_calls_are_answered_at_once_and_audited_after(tmp_path, capsys):
     database = tmp_path / "cds.db"
+    assert cli.main(["migrate", "--database-url", f"sqlite:///{database}"]) == 0  # production only checks the schema
     service = Service(tmp_path, f"sqlite:///{database}")
 
     def lock():
