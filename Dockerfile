@@ -9,6 +9,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     CDS_ENV=production \
     CDS_KNOWLEDGE_DIR=/app/knowledge \
+    CDS_JOURNAL_DIR=/var/lib/cds-service/journal \
     PROMETHEUS_MULTIPROC_DIR=/tmp/cds-metrics
 
 WORKDIR /app
@@ -26,7 +27,10 @@ RUN pip install --no-deps --no-build-isolation --no-index .
 COPY knowledge/ knowledge/
 COPY safety/ safety/
 COPY gunicorn.conf.py ./
-RUN mkdir -p /tmp/cds-metrics && chown cds:cds /tmp/cds-metrics
+# The audit journal (written before each answer, drained into the database): a folder of the image's
+# user, where Kubernetes mounts its volume (deploy/kubernetes/deployment.yaml).
+RUN mkdir -p /var/lib/cds-service/journal /tmp/cds-metrics \
+    && chown cds:cds /var/lib/cds-service/journal /tmp/cds-metrics
 
 USER 10001
 EXPOSE 8000

@@ -19,7 +19,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 cd "$work/app"
 CDS_DATABASE_URL="sqlite:///$work/app/instance/cds.db" "$work/venv/bin/cds-service" migrate >/dev/null  # the Job
 CDS_ENV=production CDS_PUBLIC_BASE_URL="http://127.0.0.1:$port" CDS_KNOWLEDGE_DIR="$work/app/knowledge" CDS_DATABASE_URL="sqlite:///$work/app/instance/cds.db" \
-PROMETHEUS_MULTIPROC_DIR="$work/metrics" CDS_TRUSTED_ISSUERS="{\"https://ehr.example.org\": \"$work/jwks.json\"}" \
+PROMETHEUS_MULTIPROC_DIR="$work/metrics" CDS_JOURNAL_DIR="$work/journal" CDS_TRUSTED_ISSUERS="{\"https://ehr.example.org\": \"$work/jwks.json\"}" \
   "$work/venv/bin/gunicorn" --config gunicorn.conf.py --bind "127.0.0.1:$port" "cds_service:create_app()" \
   > "$work/server.log" 2>&1 &
 pid=$!

@@ -55,8 +55,11 @@ class Client:
         conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn
 
-    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+    def request(self, method: str, path: str, body: bytes | None = None,
+                authorization: str | None = None) -> tuple[int, bytes]:
         headers = {"Content-Type": "application/json", "Accept": "application/json"} if body is not None else {}
+        if authorization:
+            headers["Authorization"] = authorization
         for attempt in (1, 2):
             if self.conn is None:
                 self.conn = self.connect()
@@ -79,8 +82,9 @@ class Client:
             self.conn = None
 
 
-def run(port: int, path: str, body: bytes, count: int, concurrency: int) -> Result:
-    """Send `count` POSTs of `body` with `concurrency` clients; all must answer 200."""
+def run(port: int, path: str, body: bytes, count: int, concurrency: int, tokens: list[str] | None = None) -> Result:
+    """Send `count` POSTs of `body` with `concurrency` clients; all must answer 200. tokens: an
+    Authorization header value per request (signed before the clock starts), or None."""
     tickets = itertools.count()
     start = threading.Barrier(concurrency + 1)
     per_thread = [Result() for _ in range(concurrency)]
@@ -92,9 +96,10 @@ def run(port: int, path: str, body: bytes, count: int, concurrency: int) -> Resu
         start.wait()
         latencies = result.latencies
         try:
-            while next(tickets) < count:
+            while (ticket := next(tickets)) < count:
+                authorization = tokens[ticket] if tokens else None
                 t0 = time.perf_counter()
-                status, data = client.request("POST", path, body)
+                status, data = client.request("POST", path, body, authorization)
                 latencies.append(time.perf_counter() - t0)
                 if status != 200:
                     result.errors.append(f"HTTP {status}: {data[:300]!r}")

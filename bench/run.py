@@ -1,7 +1,9 @@
 """The benchmark, in one run: `python -m bench` (or `python bench/run.py`) from the repository root.
 
-1. starts, on 127.0.0.1 and free ports: the service under gunicorn with gunicorn.conf.py, the
-   floor (bench/floor.py) under the same gunicorn settings, and a stub FHIR server;
+1. starts, on 127.0.0.1 and free ports: the service under gunicorn with gunicorn.conf.py (in
+   development, and in production: a signed ES384 JWT with a unique jti per call, replay protection
+   on, the database of --database-url / $CDS_BENCH_DATABASE_URL when given, else SQLite), the floor
+   (bench/floor.py) under the same gunicorn settings, and a stub FHIR server;
 2. checks once per request shape that the service answers 200 with a warning card;
 3. sends each shape to service and floor with a bounded load generator (bench/load.py) at 1
    and at 8 concurrent clients, in alternating blocks so drift hits both alike;
@@ -24,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from importlib import metadata
@@ -108,16 +111,38 @@ class Server:
 
 def gunicorn(name: str, app: str, port: int, env: dict[str, str], log: Path) -> Server:
     argv = [sys.executable, "-m", "gunicorn", "-c", str(CONFIG), "--bind", f"127.0.0.1:{port}", app]
-    ready = "/cds-services" if name == "service" else "/"
+    ready = {"service": "/cds-services", "production": "/health"}.get(name, "/")
     return Server(name, argv, port, ready, env, log)
+
+
+class Signer:
+    """The production target's trusted CDS client: a P-384 key, its JWKS file, a signed token per call."""
+    ISSUER = "https://ehr.bench.example.org"
+    KID = "bench-key-1"
+
+    def __init__(self, directory: Path, audience: str):
+        import jwt
+        from cryptography.hazmat.primitives.asymmetric import ec
+        self.jwt, self.audience = jwt, audience
+        self.key = ec.generate_private_key(ec.SECP384R1())
+        jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.key.public_key()))
+        jwk.update(kid=self.KID, alg="ES384", use="sig")
+        self.jwks = directory / "jwks.json"
+        self.jwks.write_text(json.dumps({"keys": [jwk]}))
+
+    def tokens(self, count: int) -> list[str]:
+        """Authorization header values, each with its own jti (signed before the clock starts)."""
+        now = int(time.time())
+        return [f"Bearer {self.jwt.encode({'iss': self.ISSUER, 'aud': self.audience, 'iat': now, 'exp': now + 600, 'jti': uuid.uuid4().hex}, self.key, algorithm='ES384', headers={'kid': self.KID, 'typ': 'JWT'})}"
+                for _ in range(count)]
 
 
 # -- checks ---------------------------------------------------------------------------------------
 
-def post(port: int, body: bytes) -> tuple[int, bytes]:
+def post(port: int, body: bytes, authorization: str | None = None) -> tuple[int, bytes]:
     client = load.Client(port)
     try:
-        return client.request("POST", SERVICE_PATH, body)
+        return client.request("POST", SERVICE_PATH, body, authorization)
     finally:
         client.close()
 
@@ -157,17 +182,21 @@ def verify(shape: shapes.Shape, service: int, floor: int, stub: int) -> str:
 # -- measuring ------------------------------------------------------------------------------------
 
 def measure(shape: shapes.Shape, ports: dict[str, int], count: int, concurrency: int,
-            warmup: int = WARMUP) -> dict[str, load.Result]:
+            warmup: int = WARMUP, signer: Signer | None = None) -> dict[str, load.Result]:
+    """signer: signs a token per request for the "production" target."""
     results = {name: load.Result() for name in ports}
+
+    def tokens(name: str, n: int) -> list[str] | None:
+        return signer.tokens(n) if name == "production" else None
     for name, port in ports.items():
-        warm = load.run(port, SERVICE_PATH, shape.body, warmup, concurrency)
+        warm = load.run(port, SERVICE_PATH, shape.body, warmup, concurrency, tokens(name, warmup))
         if warm.errors:
             raise BenchError(f"[{shape.name}] {name} failed during warm-up: {warm.errors[0]}")
     per_block = [count // BLOCKS + (1 if i < count % BLOCKS else 0) for i in range(BLOCKS)]
     for block, n in enumerate(per_block):
         order = list(ports) if block % 2 == 0 else list(reversed(ports))
         for name in order:
-            result = load.run(ports[name], SERVICE_PATH, shape.body, n, concurrency)
+            result = load.run(ports[name], SERVICE_PATH, shape.body, n, concurrency, tokens(name, n))
             if result.errors:
                 raise BenchError(f"[{shape.name}] {name}, {concurrency} clients: {len(result.errors)} failed "
                                  f"requests, first: {result.errors[0]}")
@@ -220,6 +249,8 @@ def machine_facts(settings: dict, load_before: str) -> list[str]:
         f"{'on' if settings.get('accesslog') else 'off'} (same settings for service and floor)",
         "service   CDS_ENV=development (no JWT: calls without a token are accepted), CDS_LOG_LEVEL=INFO "
         "(its JSON log line per call to a file), audit database: SQLite in a temporary directory",
+        f"production CDS_ENV=production: a signed ES384 JWT with a unique jti per call (signed before the clock "
+        f"starts), replay protection on, audit journal and database: {settings['production_database']}",
         "load      closed loop on 127.0.0.1, Python threads with one keep-alive HTTP/1.1 connection each, "
         f"{WARMUP} warm-up requests per cell not counted, {BLOCKS} alternating blocks per cell",
         f"load avg  {load_before} (1/5/15 min) at the start: other work on the machine skews the figures, "
@@ -239,6 +270,20 @@ def table(shape: shapes.Shape, count: int, cells: dict[int, dict[str, load.Resul
         lines.append(f"  {concurrency:>7} | {s.median_ms:>13.2f} ms {s.p99_ms:>6.2f} ms {s.throughput:>8.0f}  "
                      f"| {f.median_ms:>14.2f} ms {f.p99_ms:>6.2f} ms {f.throughput:>8.0f}  "
                      f"| {s.median_ms / f.median_ms:>10.2f}x | {s.throughput / f.throughput:>13.2f}x")
+    return lines
+
+
+def production_table(cells: dict[int, dict[str, load.Result]]) -> list[str]:
+    lines = ["typical, production shape (signed ES384 JWT, unique jti, replay protection on)",
+             "  clients |  production: median      p99     req/s | development median | prod/dev median "
+             "| prod p99/floor p99",
+             "  --------+-----------------------------------------+--------------------+-----------------"
+             "+-------------------"]
+    for concurrency, r in cells.items():
+        p, s, f = r["production"], r["service"], r["floor"]
+        lines.append(f"  {concurrency:>7} | {p.median_ms:>16.2f} ms {p.p99_ms:>6.2f} ms {p.throughput:>8.0f}  "
+                     f"| {s.median_ms:>15.2f} ms | {p.median_ms / s.median_ms:>14.2f}x "
+                     f"| {p.p99_ms / f.p99_ms:>17.2f}x")
     return lines
 
 
@@ -280,6 +325,16 @@ def targets(all_cells: dict[str, dict[int, dict[str, load.Result]]]) -> list[tup
         ratio = r["service"].p99_ms / r["floor"].p99_ms
         checks.append((ratio <= 2.0, f"typical, {c} client{'s' * (c > 1)}: p99 {r['service'].p99_ms:.2f} ms, "
                                      f"{ratio:.2f}x floor's p99 (target <= 2x)"))
+    for c, r in typical.items():
+        if "production" not in r:
+            continue
+        ratio = r["production"].median_ms / r["service"].median_ms
+        checks.append((ratio <= 1.5, f"typical, {c} client{'s' * (c > 1)}: production median "
+                                     f"{r['production'].median_ms:.2f} ms, {ratio:.2f}x development (target <= 1.5x)"))
+        if c >= 8:
+            ratio = r["production"].p99_ms / r["floor"].p99_ms
+            checks.append((ratio <= 2.0, f"typical, {c} clients: production p99 {r['production'].p99_ms:.2f} ms, "
+                                         f"{ratio:.2f}x floor's p99 (target <= 2x)"))
     return checks
 
 
@@ -295,6 +350,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="shapes to run (default all; none: only --scaling)")
     parser.add_argument("--scaling", action="store_true",
                         help="also measure the cost against the number of Conditions and of draft orders")
+    parser.add_argument("--database-url", default=os.environ.get("CDS_BENCH_DATABASE_URL", ""), metavar="URL",
+                        help="the production target's database (default $CDS_BENCH_DATABASE_URL, else SQLite); "
+                             "its cds_* tables get the benchmark's rows")
+    parser.add_argument("--no-production", dest="production", action="store_false",
+                        help="leave out the production target")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory with the server logs")
     parser.add_argument("--check", action="store_true", help="exit with status 1 if a target is missed")
     args = parser.parse_args(argv)
@@ -325,12 +385,24 @@ def main(argv: list[str] | None = None) -> int:
                 "PROMETHEUS_MULTIPROC_DIR": str(workdir / "prometheus"),
                 "PYTHONDONTWRITEBYTECODE": "1"})
     settings = runpy.run_path(str(CONFIG))
-    ports = {"service": free_port(), "floor": free_port(), "stub": free_port()}
+    ports = {"service": free_port(), "floor": free_port(), "stub": free_port(), "production": free_port()}
     stub = Server("stub FHIR server", [sys.executable, "-m", "bench.stub_fhir", "--port", str(ports["stub"])],
                   ports["stub"], "/", env, workdir / "stub.log")
     service = gunicorn("service", "cds_service:create_app()", ports["service"], env, workdir / "service.log")
     floor = gunicorn("floor", "bench.floor:app", ports["floor"], env, workdir / "floor.log")
     servers = [stub, service, floor]
+    base = f"http://127.0.0.1:{ports['production']}"
+    signer = Signer(workdir, base + SERVICE_PATH)
+    settings["production_database"] = "PostgreSQL (--database-url)" if args.database_url.startswith("postgresql") \
+        else "SQLite in a temporary directory"
+    if args.production:
+        servers.append(gunicorn("production", "cds_service:create_app()", ports["production"], {
+            **env, "CDS_ENV": "production", "CDS_TRUSTED_ISSUERS": json.dumps({Signer.ISSUER: str(signer.jwks)}),
+            "CDS_PUBLIC_BASE_URL": base, "CDS_PATIENT_HASH_KEY": "bench-only-key",
+            "CDS_DATABASE_URL": args.database_url or f"sqlite:///{workdir / 'production.db'}",
+            "CDS_DB_SCHEMA": "migrate",  # a scratch database: brought to the schema at start (production: check)
+            "CDS_JOURNAL_DIR": str(workdir / "production-journal"),
+            "PROMETHEUS_MULTIPROC_DIR": str(workdir / "prometheus-production")}, workdir / "production.log"))
     started = time.monotonic()
     load_before = load_average()
     failed = False
@@ -350,13 +422,21 @@ def main(argv: list[str] | None = None) -> int:
             progress(f"bench: [{shape.name}] service answered 200 with a warning card: {summary[:90]}")
 
         targets_ports = {"service": ports["service"], "floor": ports["floor"]}
+        typical_ports = {**targets_ports, "production": ports["production"]} if args.production else targets_ports
+        if args.production:
+            [typical] = [s for s in shapes.build(today, f"http://127.0.0.1:{ports['stub']}/fhir") if s.name == "typical"]
+            status, data = post(ports["production"], typical.body, signer.tokens(1)[0])
+            if status != 200 or not json.loads(data).get("cards"):
+                raise BenchError(f"[production] a signed call answered HTTP {status}: {data[:300]!r}")
+            progress("bench: [production] a signed call answered 200 with its cards")
         all_cells: dict[str, dict[int, dict[str, load.Result]]] = {}
         counts = {}
         for shape in selected:
             counts[shape.name] = max(BLOCKS, round(COUNTS[shape.name] * args.scale))
             for concurrency in args.concurrency:
                 t0 = time.monotonic()
-                cell = measure(shape, targets_ports, counts[shape.name], concurrency)
+                cell = measure(shape, typical_ports if shape.name == "typical" else targets_ports,
+                               counts[shape.name], concurrency, signer=signer)
                 all_cells.setdefault(shape.name, {})[concurrency] = cell
                 progress(f"bench: [{shape.name}] {concurrency} clients: {time.monotonic() - t0:.1f} s")
         scaled = []
@@ -373,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
         out += machine_facts(settings, load_before) + [""]
         for shape in selected:
             out += table(shape, counts[shape.name], all_cells[shape.name]) + [""]
+            if shape.name == "typical" and args.production:
+                out += production_table(all_cells["typical"]) + [""]
         if scaled:
             out += scaling_table(scaled) + [""]
         out.append(f"(stub FHIR server: {served} reads served; latency = request sent to answer read, "
@@ -386,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         failed = True
         print(f"bench: FAILED: {exc}", file=sys.stderr)
-        for server in (service, floor):
+        for server in servers[1:]:
             if server.proc is not None:
                 print(f"bench: last lines of the {server.name} log:\n{server.tail(15)}", file=sys.stderr)
         return 2

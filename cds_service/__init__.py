@@ -27,7 +27,7 @@ class Runtime:
     knowledge: knowledge.Knowledge
     handler: HookHandler
     store: storage.Store
-    audit: storage.AuditWriter
+    audit: storage.Journal
     authenticator: auth.Authenticator
     fhir_servers: FhirServerPolicy
     limits: Limits
@@ -47,17 +47,23 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json = jsonio.OrjsonProvider(app)  # keys in the order they were built
-    store = storage.Store(settings.database_url or storage.default_url(app.instance_path), settings.db_schema,
-                          settings.db_pool_size)
+    url = settings.database_url or storage.default_url(app.instance_path)
+    store = storage.Store(url, settings.db_schema, settings.db_pool_size)
+    journal = storage.Journal(store, settings.journal_dir or storage.journal_dir(url, app.instance_path),
+                              settings.journal_max_mb << 20, kb.release.label)
+    journal.replay_at_start()
     authenticator = auth.from_settings(settings.trusted_issuers, settings.allowed_algorithms, settings.jwt_leeway,
-                                       development=not settings.production, claim_jti=store.claim_jti,
+                                       development=not settings.production,
+                                       claim_jti=storage.ReplayGuard(store.jti),
                                        max_lifetime=settings.jwt_max_lifetime, max_age=settings.jwks_max_age)
-    handler = build_handler(settings, kb, on_unmatched=sitecodes.UnmatchedCounter(store),
-                            suppressor=suppression.from_settings(store, settings))
+    suppressor = suppression.from_settings(store, settings)
+    handler = build_handler(settings, kb, on_unmatched=sitecodes.UnmatchedCounter(store), suppressor=suppressor)
     handler.governance = governance.Governance(governance.switches_from_settings(settings, kb), store)
+    journal.housekeeping = storage.Retention(store, settings.audit_retention_days,
+                                             [suppressor.purge] if suppressor else []).maybe_purge
     fhir_servers = FhirServerPolicy(auth.parse_trusted_issuers(settings.trusted_issuers)[1], settings.production)
     limits = Limits.of(settings)
-    app.extensions["cds"] = Runtime(settings, kb, handler, store, storage.AuditWriter(store, kb.release.label), authenticator,
+    app.extensions["cds"] = Runtime(settings, kb, handler, store, journal, authenticator,
                                     fhir_servers, limits)
 
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()] \

@@ -21,7 +21,6 @@ bp = Blueprint("cds", __name__)
 
 JSON_TYPES = ("application/json", "application/fhir+json")
 AUTHENTICATED = {"cds.discovery", "cds.call_service", "cds.feedback"}
-RETRY_AFTER_SECONDS = "5"
 LOG_TEXT_MAX = 300  # characters of an error message in a log line (the rest may be a caller's text)
 REFUSED = "authentication failed"  # all a refused caller is told in production (the reason is logged)
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
@@ -142,13 +141,8 @@ def feedback(service_id: str):
     if len(entries) > rt.settings.max_feedback_entries:
         raise HookError(413, f"{len(entries)} feedback entries in one post, more than "
                              f"{rt.settings.max_feedback_entries} (CDS_MAX_FEEDBACK_ENTRIES)", "too-costly")
-    rt.audit.flush()  # the cards being reported on must be on record first
-    try:
-        counts = rt.store.record_feedback(service_id, entries, g.get("issuer") or "")
-    except SQLAlchemyError:
-        log.warning("feedback not stored: the database is unreachable", extra={"fields": {"service": service_id}})
-        raise HookError(503, "feedback could not be stored: the database is unavailable; send it again later",
-                        "transient", {"Retry-After": RETRY_AFTER_SECONDS}) from None
+    # stored only about cards issued to this caller; in the journal while the database is unavailable
+    counts = rt.audit.store_feedback(service_id, entries, g.get("issuer") or "")
     if rt.handler.suppressor:  # overridden warnings are not repeated (see suppression.py)
         try:
             rt.handler.suppressor.on_feedback(entries, g.get("issuer") or "")
@@ -165,10 +159,13 @@ def health():
 
 @bp.get("/ready")
 def ready():
+    """Ready while the process can answer hook calls. An unreachable database does not make it unready:
+    calls are answered without it (README, "Security and reliability"), and a probe failing on every
+    instance at once would take the whole service out of the load balancer."""
     rt = runtime()
-    if not rt.store.ping():
-        raise HookError(503, "the database is not reachable", "transient", {"Retry-After": RETRY_AFTER_SECONDS})
-    return {"status": "ready", "procedures": len(rt.knowledge.procedures)}
+    return {"status": "ready", "procedures": len(rt.knowledge.procedures),
+            "database": "up" if rt.store.reachable() else "unreachable",
+            "journal_bytes": rt.audit.used, "journal_budget_bytes": rt.audit.max_bytes}
 
 
 @bp.get("/metrics")

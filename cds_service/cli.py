@@ -10,7 +10,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from . import fhir_export, governance, review, sitecodes, suppression
+from . import audit_log, fhir_export, governance, review, sitecodes, suppression
 from .storage import Database, Store, default_url, format_report, migrate
 
 INSTANCE_DIR = "instance"
@@ -29,6 +29,11 @@ def full_report(store: Store) -> str:
                         governance.format_report(governance.report(store))])
 
 
+def database_option(command) -> None:
+    command.add_argument("--database-url", metavar="URL",
+                         help="SQLAlchemy URL (default: $CDS_DATABASE_URL, else sqlite file ./instance/cds.db)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cds-service", description="CDS Hooks service utilities.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -40,12 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         description="Run the schema migrations not yet applied; safe to run again, and from several "
                     "instances at once.")
     for command in (report, upgrade):
-        command.add_argument("--database-url", metavar="URL",
-                             help="SQLAlchemy URL (default: $CDS_DATABASE_URL, else sqlite file ./instance/cds.db)")
+        database_option(command)
     report.add_argument("--html", metavar="FILE", help="write the monitoring report with charts to FILE (one "
                                                        "self-contained HTML page that needs no network)")
     fhir_export.add_export_command(commands)
     review.add_commands(commands)
+    audit_log.add_audit_command(commands, database_option)
     explain = commands.add_parser(
         "explain", help="why a hook request gets the cards it gets (or none), step by step",
         description="Run a hook request (a JSON file) through the decision and print each step.")

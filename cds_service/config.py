@@ -44,6 +44,9 @@ class Settings:
     site_codes: str = ""                     # CDS_SITE_CODES: CSV file mapping local order codes to procedures
     repeat_alert_minutes: int = 60           # CDS_REPEAT_ALERT_MINUTES: an overridden warning is not repeated; 0: off
     patient_hash_key: str = ""               # CDS_PATIENT_HASH_KEY: HMAC key of patient ids at rest and in logs
+    journal_dir: str = ""                    # CDS_JOURNAL_DIR: the audit journal (default beside SQLite / instance)
+    journal_max_mb: int = 1024               # CDS_JOURNAL_MAX_MB: its disk budget, all processes together
+    audit_retention_days: int = 2190         # CDS_AUDIT_RETENTION_DAYS: audit rows and feedback kept (6 years)
     silent: str = ""                         # CDS_SILENT: all, or rule ids: decided and audited, not shown
     rules_off: str = ""                      # CDS_RULES_OFF: TOML file of the rules this site turned off
     canonical_base: str = ""                 # CDS_CANONICAL_BASE: base of the FHIR canonical URLs
@@ -82,7 +85,7 @@ def from_env(environ: Mapping[str, str] | None = None, overrides: Mapping[str, A
     for name in ("db_pool_size", "jwt_max_lifetime", "jwks_max_age", "max_feedback_entries",
                  "fhir_connect_timeout", "fhir_read_timeout", "hook_deadline", "max_body_bytes",
                  "fhir_max_pages", "fhir_page_size", "max_orders", "max_resources", "max_codings", "max_call_codings",
-                 "max_response_bytes"):
+                 "max_response_bytes", "journal_max_mb", "audit_retention_days"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"CDS_{name.upper()} must be positive")
     if settings.repeat_alert_minutes < 0:

@@ -123,6 +123,10 @@ SCHEMAS: dict = {
                                "reason": ref("Coding"), "userComment": {"type": "string"}}},
                            "outcomeTimestamp": {"type": "string", "format": "date-time"}}}}}},
     "Status": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
+    "Readiness": {"type": "object", "required": ["status", "database"], "properties": {
+        "status": {"const": "ready"}, "procedures": {"type": "integer"},
+        "database": {"enum": ["up", "unreachable"]}, "journal_bytes": {"type": "integer"},
+        "journal_budget_bytes": {"type": "integer"}}},
     "Explanation": {
         "type": "object", "required": ["service", "hook", "conclusion"],
         "description": "The decision step by step: orders recognised, patient, evidence, exclusions checked, "
@@ -190,15 +194,17 @@ def document(production: bool, today: date) -> dict:
                 requestBody={"required": True, "content": hook_content(service, today)})},
             f"/cds-services/{service.id}/feedback": {"post": operation(
                 "CDS Hooks feedback on cards (accepted, overridden)",
-                {"200": {"description": "Recorded", "content": content({"type": "object", "maxProperties": 0})},
-                 **ERRORS, "503": outcome("The database is unavailable: send it again after Retry-After")},
+                {"200": {"description": "Recorded for the cards issued to the caller (in the audit journal while the "
+                                        "database is unavailable)",
+                         "content": content({"type": "object", "maxProperties": 0})},
+                 **ERRORS},
                 security=secured,
                 requestBody={"required": True, "content": content(ref("Feedback"), JSON)})},
         }.items()},
         "/health": {"get": operation("Liveness", {"200": {"description": "Up", "content": content(ref("Status"))}})},
-        "/ready": {"get": operation("Readiness: knowledge loaded, database reachable", {
-            "200": {"description": "Ready", "content": content(ref("Status"))},
-            "503": outcome("The database is not reachable")})},
+        "/ready": {"get": operation("Readiness: the process answers hook calls, with or without its database", {
+            "200": {"description": "Ready; whether the database answers, the audit journal's size and budget",
+                    "content": content(ref("Readiness"))}})},
         "/metrics": {"get": operation("Prometheus metrics", {
             "200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}})},
         "/openapi.json": {"get": operation("This document", {

@@ -205,6 +205,15 @@ class Suppressor:
         self.remember(overridden, now)  # this worker knows at once
         return count
 
+    def purge(self, now: datetime) -> int:
+        """Retention: the overrides past their window, the warnings shown before max(window, a day)."""
+        def work(conn):
+            gone = conn.execute(overridden_warnings.delete()
+                                .where(overridden_warnings.c.overridden_at < now - self.window)).rowcount
+            return gone + conn.execute(shown_warnings.delete().where(
+                shown_warnings.c.shown_at < now - max(self.window, timedelta(days=1)))).rowcount
+        return self.store.write(work)
+
 
 def caller() -> str:
     """The JWT issuer of the hook call being answered ("" when unsigned, or outside a request)."""

@@ -69,7 +69,9 @@ class Instance:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "--bind", self.address,
                  "cds_service:create_app()"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                env={**self.env, "PROMETHEUS_MULTIPROC_DIR": str(metrics)}, start_new_session=True)
+                env={**self.env, "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+                     "CDS_JOURNAL_DIR": str(self.directory / f"{self.name}-journal")},  # its own volume
+                start_new_session=True)
         wait_for(f"http://{self.address}/ready", self.log)
 
     def terminate(self) -> int:

@@ -76,6 +76,17 @@ def test_probes_port_and_user_are_the_service_and_image_ones():
     assert tmp and "PROMETHEUS_MULTIPROC_DIR=/tmp/" in DOCKERFILE  # the metrics files are writable
 
 
+def test_the_audit_journal_has_a_volume_larger_than_its_budget():
+    env = {v["name"]: v.get("value") for v in CONTAINER["env"]}
+    [mount] = [m for m in CONTAINER["volumeMounts"] if m["mountPath"] == env["CDS_JOURNAL_DIR"]]
+    [volume] = [v for v in POD["spec"]["volumes"] if v["name"] == mount["name"]]
+    assert "medium" not in volume["emptyDir"]  # on disk, not in the container's memory
+    assert volume["emptyDir"]["sizeLimit"] == "2Gi" and int(env["CDS_JOURNAL_MAX_MB"]) < 2 * 1024
+    # the image's own folder for it, owned by its user, where the manifest mounts the volume
+    assert f"CDS_JOURNAL_DIR={env['CDS_JOURNAL_DIR']} " in DOCKERFILE
+    assert re.search(rf"chown cds:cds {re.escape(env['CDS_JOURNAL_DIR'])} ", DOCKERFILE)
+
+
 def test_settings_and_secrets_are_real():
     known = {f"CDS_{f.name.upper()}" for f in fields(Settings)}
     secret = set(K["Secret"]["stringData"])

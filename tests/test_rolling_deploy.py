@@ -143,5 +143,5 @@ def test_rolling_deploy_and_crashes_under_load(cluster, capsys):
     assert failures[steps[2]] <= CLIENTS  # at most the connections queued at the stopping instance
     assert failures[f"SIGKILL {third.name}, start"] <= CLIENTS  # at most the calls in flight
     assert not [r for r in failed if r.status not in (None, 502, 504)]  # never a wrong answer
-    assert lost[first.name] == 0 and lost[second.name] == 0  # SIGTERM: every answered call is on record
+    assert not lost  # SIGTERM, and SIGKILL too: the restarted instance replays its journal at start
     assert all(n == 1 for n in recorded.values())

@@ -134,6 +134,19 @@ def test_a_refused_call_is_logged_with_its_service_and_reason(prod):
     assert "missing Authorization header" in line["error"]
 
 
+def test_replayed_feedback_token_is_refused_on_another_worker(trusted, tmp_path):
+    database = tmp_path / "shared.db"
+    worker_a = create_app(trusted.config(database)).test_client()
+    worker_b = create_app(trusted.config(database)).test_client()
+    path = f"/cds-services/{SELECT}/feedback"
+    headers = trusted.headers(f"{BASE}{path}")
+    feedback = {"feedback": [{"card": "c-1", "outcome": "overridden", "outcomeTimestamp": "2026-11-23T18:14:14.309Z"}]}
+    assert worker_a.post(path, json=feedback, headers=headers).status_code == 200
+    replay = worker_b.post(path, json=feedback, headers=headers)
+    assert replay.status_code == 401  # production: the body says no more than "authentication failed"
+    assert worker_b.post(path, json=feedback, headers=trusted.headers(f"{BASE}{path}")).status_code == 200
+
+
 # -- issue 20: what a refused caller learns, what it costs, the headers ---------------------------------
 
 def test_production_401_bodies_are_bare_and_the_reason_is_logged(trusted, tmp_path, log_lines):

@@ -124,20 +124,20 @@ def test_record_call_rows(store):
     assert cards["c-2"]["suggestion_uuids"] == ""
 
 
-def test_audit_writer_keeps_the_order_calls_were_answered_in(store, monkeypatch):
-    """A flush while the background batch is gathering must not write later calls first."""
-    monkeypatch.setattr(storage.batch, "BATCH_SECONDS", 0.3)
-    writer = storage.AuditWriter(store)
+def test_the_journal_writes_calls_in_the_order_they_were_answered_and_each_once(store, tmp_path, monkeypatch):
+    """A flush while the background drainer is gathering must not write later calls first, nor twice."""
+    monkeypatch.setattr(storage.journal, "BATCH_SECONDS", 0.3)
+    writer = storage.Journal(store, tmp_path / "journal")
     first = {"service_id": SVC, "status": 200, "latency_ms": 1.0, "data_source": "prefetch", "cards": ()}
     writer.submit(hook_instance="first", **first)
-    time.sleep(0.1)  # the writer has woken and is gathering its batch
+    time.sleep(0.1)  # the drainer has woken and is gathering its batch
     writer.submit(hook_instance="second", **{**first, "status": 400})
     writer.flush()
     with store.engine.connect() as conn:
         written = conn.execute(sa.select(storage.hook_calls.c.hook_instance)
                                .order_by(storage.hook_calls.c.id)).scalars().all()
     assert written == ["first", "second"]
-    time.sleep(0.35)  # the background batch finds nothing left to write twice
+    time.sleep(0.35)  # the background drain finds nothing left to write twice
     assert len(rows(store, storage.hook_calls)) == 2
 
 

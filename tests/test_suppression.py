@@ -225,6 +225,31 @@ def test_explain_names_the_suppression(tmp_path):
     assert json.dumps(x)  # serialisable
 
 
+def test_retention_forgets_overrides_past_their_window_and_shown_warnings_after_a_day(tmp_path):
+    app = make_app(f"sqlite:///{tmp_path / 'cds.db'}")
+    start = storage.utcnow()
+    advance = clock(app, start)
+    client = app.test_client()
+    [first] = b.warning_cards(call(client, "order-1"))
+    override(client, first)
+    advance(45)
+    b.warning_cards(call(client, "order-2"))  # shown, not overridden
+    suppressor = app.extensions["cds"].handler.suppressor
+    suppressor.flush()
+    store = app.extensions["cds"].store
+
+    def counts():
+        with store.read() as conn:
+            return [conn.execute(sa.select(sa.func.count()).select_from(t)).scalar()
+                    for t in (suppression.overridden_warnings, suppression.shown_warnings)]
+    assert counts() == [1, 2]
+    assert suppressor.purge(start + timedelta(minutes=59)) == 0
+    assert suppressor.purge(start + timedelta(minutes=61)) == 1   # the override's 60-minute window is over
+    assert counts() == [0, 2]
+    assert suppressor.purge(start + timedelta(days=1, minutes=46)) == 2  # shown more than a day ago
+    assert counts() == [0, 0]
+
+
 def test_an_override_silences_only_the_warnings_of_the_ehr_that_sent_it(tmp_path):
     """Development: unsigned calls (issuer "") and a signed EHR's calls, with the same patient and order ids."""
     ehr = Client(tmp_path)

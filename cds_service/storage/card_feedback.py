@@ -90,6 +90,17 @@ def parse_entry(entry: Any) -> FeedbackEntry | None:
     return FeedbackEntry(card, outcome, outcome_at, "", system, code, display, bool(comment and comment.strip()))
 
 
+def entry_to_json(entry: FeedbackEntry) -> list:
+    """A valid entry in JSON types (the journal's form; the comment's text is not in it)."""
+    return [entry.card, entry.outcome, entry.outcome_at.isoformat(), entry.suggestions, entry.reason_system,
+            entry.reason_code, entry.reason_display, entry.has_comment]
+
+
+def entry_from_json(values: list) -> FeedbackEntry:
+    card, outcome, outcome_at, *rest = values
+    return FeedbackEntry(card, outcome, datetime.fromisoformat(outcome_at), *rest)
+
+
 class Feedback:
     def __init__(self, db: Database):
         self.db = db
@@ -103,19 +114,28 @@ class Feedback:
 
         Returns {"stored", "duplicates", "unknown_cards", "rejected"}, which add up to len(entries):
         unknown_cards counts the valid entries about cards not issued (to that issuer)."""
-        parsed = [parse_entry(e) for e in entries]
-        valid = [p for p in parsed if p is not None]
-        counts = {"stored": 0, "duplicates": 0, "unknown_cards": 0, "rejected": len(parsed) - len(valid)}
+        counts, valid = self.parse(entries)
         unique = sorted({p.key: p for p in valid}.values(), key=lambda p: p.key)  # one lock order for all
         if not unique:
             return counts
-        stored, known = self.db.write(self._store, service_id[:ID_MAX], unique, issuer)
+        stored, known = self.db.write(self.store, service_id, unique, issuer)
         counts["stored"] = stored
         counts["unknown_cards"] = sum(p.card not in known for p in valid)
         counts["duplicates"] = len(valid) - stored - counts["unknown_cards"]
         return counts
 
-    def _store(self, conn: Connection, service_id: str, entries: list[FeedbackEntry], issuer: str | None):
+    @staticmethod
+    def parse(entries: list) -> tuple[dict, list[FeedbackEntry]]:
+        """The counts record_feedback starts from, and the valid entries."""
+        parsed = [parse_entry(e) for e in entries]
+        valid = [p for p in parsed if p is not None]
+        return {"stored": 0, "duplicates": 0, "unknown_cards": 0, "rejected": len(parsed) - len(valid)}, valid
+
+    def store(self, conn: Connection, service_id: str, entries: list[FeedbackEntry], issuer: str | None = None,
+              received_at=None):
+        """Insert the valid entries about cards issued (to `issuer`, as in record_feedback; a duplicate is
+        skipped); returns (stored, {known card: its suggestions})."""
+        service_id = service_id[:ID_MAX]
         known: dict[str, set[str]] = {}
         for part in chunks(sorted({e.card for e in entries})):
             query = sa.select(issued_cards.c.card_uuid, issued_cards.c.suggestion_uuids) \
@@ -128,7 +148,7 @@ class Feedback:
         entries = [e for e in entries if e.card in known]
         if not entries:
             return 0, known
-        now = utcnow()
+        now = received_at or utcnow()
         rows = [{
             "received_at": now, "service_id": service_id, "card_uuid": e.card, "outcome": e.outcome,
             "outcome_at": e.outcome_at, "suggestions": e.suggestions, "matched": e.card in known,

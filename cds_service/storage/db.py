@@ -6,6 +6,7 @@ import logging
 import os
 import time
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
@@ -31,6 +32,18 @@ def is_transient(exc: OperationalError) -> bool:
 def chunks(items: list, size: int = CHUNK) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
+
+
+_background: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def background() -> ThreadPoolExecutor:
+    """This process's threads for database work that a request waits for a bounded time only
+    (a fork leaves the threads behind: a child makes its own)."""
+    global _background
+    if _background is None or _background[0] != os.getpid():
+        _background = (os.getpid(), ThreadPoolExecutor(8, thread_name_prefix="cds-db"))
+    return _background[1]
 
 
 def utcnow() -> datetime:
@@ -93,14 +106,18 @@ class Database:
         return sa.create_engine(self.url, pool_pre_ping=True, pool_size=self.pool_size, max_overflow=0,
                                 pool_timeout=POOL_TIMEOUT, connect_args=connect_args, hide_parameters=True)
 
-    def write(self, work, *args):
-        """Run work(conn, *args) in one write transaction, retrying deadlocks and lock timeouts."""
+    def write(self, work, *args, fast: bool = False):
+        """Run work(conn, *args) in one write transaction, retrying deadlocks and lock timeouts.
+        fast: one attempt, and on PostgreSQL the commit does not wait for the WAL to reach the disk
+        (what a crash of the database server then loses is a fraction of a second of such writes)."""
         for attempt in range(4):
             try:
                 with self.engine.begin() as conn:
+                    if fast and self.dialect == "postgresql":
+                        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
                     return work(conn, *args)
             except OperationalError as exc:
-                if attempt == 3 or not is_transient(exc):
+                if fast or attempt == 3 or not is_transient(exc):
                     raise
                 time.sleep(0.02 * (attempt + 1))
 

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 ID_MAX = 255            # identifiers, codes and systems: longer values make a feedback entry malformed
 SUGGESTIONS_MAX = 1024  # the accepted suggestion ids, sorted and joined by spaces
+WRITER_MAX = 64         # a journal writer: host, process and a random part
 
 
 class UTCDateTime(sa.TypeDecorator):
@@ -43,6 +44,13 @@ hook_calls = sa.Table(
     sa.Column("data_source", sa.String(32), nullable=False),
     sa.Column("knowledge_version", sa.String(64)),  # the knowledge release (version+digest) that answered
     sa.Column("issuer", sa.String(ID_MAX), nullable=False, server_default=""),  # the JWT's iss ("" unsigned)
+    # The chain (audit_chain.py): the process that answered, its count of calls, the previous row's
+    # hash and this row's (its content and its cards). None on rows written before chaining.
+    sa.Column("writer", sa.String(WRITER_MAX)),
+    sa.Column("seq", BigId),
+    sa.Column("prev_hash", sa.String(64)),
+    sa.Column("row_hash", sa.String(64)),
+    sa.Index("uq_cds_hook_calls_writer_seq", "writer", "seq", unique=True),
 )
 
 issued_cards = sa.Table(
