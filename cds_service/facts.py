@@ -496,7 +496,7 @@ def patient_facts(patient: Any, conditions: Iterable[ConditionRecord], knowledge
     ALL, nor an exclusion, nor positively classified becomes an "unclassified" Gap."""
     born = as_date(patient.birthDate) if patient else None
     evidence, gaps = [], list(gaps)
-    candidates: list[dict] = []  # current Conditions that are neither the ALL nor an exclusion
+    candidates: list[dict] = []  # Conditions that are neither the ALL nor an exclusion
     for record in conditions:
         resource = record.resource
         found = condition_evidence(resource, knowledge, born, valid=record.invalid is None, today=today, gaps=gaps)
@@ -510,18 +510,18 @@ def patient_facts(patient: Any, conditions: Iterable[ConditionRecord], knowledge
         if "code" in resource and is_empty(resource["code"]):
             gaps.append(Gap("Condition", "unreadable", f"{name}: its code could not be read"))
             continue
-        words = knowledge.episode.status_words
+        candidates.append(resource)
+    # the closed world: the current Conditions of the episode, once the first ALL diagnosis date is known
+    first = min((e.date for e in evidence if e.kind in ALL_KINDS and e.date), default=None)
+    words = knowledge.episode.status_words
+    classified = 0
+    for resource in candidates:
+        if not in_episode(resource, born, first, knowledge.episode.days_before_diagnosis):
+            continue
         verification = status(resource.get("verificationStatus"), VERIFICATION_SYSTEM, VERIFICATION_CODES,
                               words["verification"])
         clinical = status(resource.get("clinicalStatus"), CLINICAL_SYSTEM, CLINICAL_CODES, words["clinical"])
         if verification in IGNORED_VERIFICATION or clinical in NOT_CURRENT:
-            continue
-        candidates.append(resource)
-    # the closed world: the current Conditions of the episode, once the first ALL diagnosis date is known
-    first = min((e.date for e in evidence if e.kind in ALL_KINDS and e.date), default=None)
-    classified = 0
-    for resource in candidates:
-        if not in_episode(resource, born, first, knowledge.episode.days_before_diagnosis):
             continue
         if (what := unaccounted(resource, knowledge)) is None:
             classified += 1
