@@ -27,11 +27,13 @@ ALL_KINDS = ("all", "all-remission", "all-relapse")
 CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-category"
 CONFIRMING_CATEGORIES = {"problem-list-item", "encounter-diagnosis"}  # where an absent verification means confirmed
 EXCLUDING = ("all-remission", "all-relapse", "excluded", "symptom", "therapy")
+SCOPE_KINDS = frozenset(ALL_KINDS + EXCLUDING)  # the ALL, or what takes a child out
 BIRTH_SEX = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex"
 US_CORE_SEX = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-sex"
 SEX_FOR_CLINICAL_USE = "http://hl7.org/fhir/StructureDefinition/patient-sexParameterForClinicalUse"
 SEX_CODES = {"M": "male", "F": "female", "male": "male", "female": "female", "248153007": "male",
              "248152002": "female", "male-typical": "male", "female-typical": "female"}
+ONSETS = ("onsetDateTime", "onsetAge", "onsetPeriod", "onsetRange", "onsetString")  # Condition.onset[x]
 THERAPY_CHANNELS = ("MedicationRequest", "MedicationAdministration", "MedicationStatement", "Procedure")
 # The vocabularies a code without a known system is tried in, by what it codes.
 CONDITION_SYSTEMS = ("snomed", "icd10")
@@ -183,8 +185,8 @@ def add_age(born: date | None, age: Any) -> date | None:
 def onset_date(resource: dict, born: date | None) -> tuple[bool, date | None]:
     """(whether a date is given, the earliest date it can mean). onset[x] first; recordedDate only
     when no onset[x] is given. A given onset that cannot be read gives (True, None)."""
-    onsets = {k: v for k, v in resource.items() if k.startswith("onset")}
-    if any(k.startswith("_onset") and k[1:] not in resource for k in resource):
+    onsets = {k: resource[k] for k in ONSETS if k in resource}
+    if any(f"_{k}" in resource and k not in resource for k in ONSETS):
         return True, None  # an onset marked as absent (data-absent-reason): the date is not known
     if not onsets:
         if "recordedDate" not in resource:
@@ -505,7 +507,7 @@ def patient_facts(patient: Any, conditions: Iterable[ConditionRecord], knowledge
         if record.invalid and found:
             gaps.append(Gap("Condition", "invalid", f"{name} is {record.invalid}; it was read only for what takes "
                                                     "the child out"))
-        if any(e.kind in ALL_KINDS + EXCLUDING for e in found):
+        if any(e.kind in SCOPE_KINDS for e in found):
             continue
         if "code" in resource and is_empty(resource["code"]):
             gaps.append(Gap("Condition", "unreadable", f"{name}: its code could not be read"))
