@@ -31,8 +31,6 @@ SCOPE_KINDS = frozenset(ALL_KINDS + EXCLUDING)  # the ALL, or what takes a child
 BIRTH_SEX = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex"
 US_CORE_SEX = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-sex"
 SEX_FOR_CLINICAL_USE = "http://hl7.org/fhir/StructureDefinition/patient-sexParameterForClinicalUse"
-SEX_CODES = {"M": "male", "F": "female", "male": "male", "female": "female", "248153007": "male",
-             "248152002": "female", "male-typical": "male", "female-typical": "female"}
 ONSETS = ("onsetDateTime", "onsetAge", "onsetPeriod", "onsetRange", "onsetString")  # Condition.onset[x]
 THERAPY_CHANNELS = ("MedicationRequest", "MedicationAdministration", "MedicationStatement", "Procedure")
 # The vocabularies a code without a known system is tried in, by what it codes.
@@ -277,7 +275,7 @@ def official(concept: Any, knowledge: Knowledge) -> set[str]:
     return found
 
 
-def unaccounted_text(concept: Any, knowledge: Knowledge, allow_uncertain: bool = False) -> tuple[str | None, bool]:
+def unaccounted_text(concept: Any, knowledge: Knowledge) -> tuple[str | None, bool]:
     """(the first text of a concept the lexicon cannot account for, whether a text names something
     positive). A text that is the official ICD-10-CM description of one of its codes (EHR tags such as
     "(HCC)" aside) is accounted for."""
@@ -285,7 +283,7 @@ def unaccounted_text(concept: Any, knowledge: Knowledge, allow_uncertain: bool =
     for text in concept_texts(concept):
         if " ".join(w for w in tokens(text) if w not in ("hcc", "cms")) in descriptions:
             continue
-        accounted, named, _ = account(text, knowledge, allow_uncertain)
+        accounted, named, _ = account(text, knowledge)
         if not accounted:
             return text, positive
         positive |= named
@@ -451,9 +449,9 @@ def medication_evidence(resource: dict, knowledge: Knowledge,
             if e.kind == "therapy"], None
 
 
-def sex_data(resource: dict | None) -> tuple[str, ...]:
+def sex_data(resource: dict | None, codes: Mapping[str, str]) -> tuple[str, ...]:
     """Every sex datum the Patient records beside Patient.gender, as male, female or unknown: US Core
-    birth sex, US Core sex, and the sex parameter for clinical use."""
+    birth sex, US Core sex, and the sex parameter for clinical use (`codes`: what each code means)."""
     found = []
     for ext in listed(resource.get("extension")) if isinstance(resource, dict) else []:
         if not isinstance(ext, dict):
@@ -462,12 +460,12 @@ def sex_data(resource: dict | None) -> tuple[str, ...]:
         if url in (BIRTH_SEX, US_CORE_SEX):
             coding = ext.get("valueCoding")
             value = ext.get("valueCode") or (coding.get("code") if isinstance(coding, dict) else None)
-            found.append(SEX_CODES.get(value, "unknown") if isinstance(value, str) else "unknown")
+            found.append(codes.get(value, "unknown") if isinstance(value, str) else "unknown")
         elif url == SEX_FOR_CLINICAL_USE:
             values = [v for sub in listed(ext.get("extension")) if isinstance(sub, dict) and sub.get("url") == "value"
                       for v in [sub.get("valueCodeableConcept")]]
-            codes = {c.get("code") for v in values for c in concept_codings(v)}
-            found.append(SEX_CODES.get(codes.pop(), "unknown") if len(codes) == 1 and None not in codes else "unknown")
+            said = {c.get("code") for v in values for c in concept_codings(v)}
+            found.append(codes.get(said.pop(), "unknown") if len(said) == 1 and None not in said else "unknown")
     return tuple(found)
 
 
@@ -549,7 +547,7 @@ def patient_facts(patient: Any, conditions: Iterable[ConditionRecord], knowledge
         evidence=tuple(evidence),
         gaps=tuple(gaps),
         medications_read=read,
-        sex_data=sex_data(patient_resource),
+        sex_data=sex_data(patient_resource, knowledge.policies.sex_codes),
         classified=classified,
     )
 

@@ -122,6 +122,7 @@ class Policies:
     override_system: str
     override_reasons: tuple[Code, ...]
     pama_qcdsm: str
+    sex_codes: Mapping[str, str] = field(default_factory=dict)  # a recorded sex datum's code -> male / female
 
 
 @dataclass(frozen=True)

@@ -59,4 +59,6 @@ def read(f: TomlFile) -> Policies:
         override_system=override_system,
         override_reasons=override_codes,
         pama_qcdsm=f.get(f.get(d, "pama", "", dict), "qcdsm", "pama"),
+        sex_codes=MappingProxyType({code: sex for sex in ("male", "female")
+                                    for code in f.strings(f.get(d, "sex", "", dict), sex, "sex")}),
     )
