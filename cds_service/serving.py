@@ -84,8 +84,10 @@ class BufferingThreadWorker(ThreadWorker):
         self.start_reading(TConn(self.cfg, sock, addr, listener.getsockname()))
 
     def on_client_socket_readable(self, conn, client):
-        """A kept-alive connection sends its next request: read it in the loop too."""
-        if self.cfg.is_ssl:
+        """A kept-alive connection sends its next request: read it in the loop too. A stopping worker
+        hands it to a thread at once, as gthread does (the connection stays counted, so the worker's
+        graceful stop waits for its answer instead of closing it unanswered)."""
+        if self.cfg.is_ssl or not self.alive:
             return super().on_client_socket_readable(conn, client)
         self.poller.unregister(client)
         self.keepalived_conns.remove(conn)
@@ -143,6 +145,14 @@ class BufferingThreadWorker(ThreadWorker):
 
     def murder_pending(self):
         super().murder_pending()
+        if not self.alive:  # stopping: every request still being read gets a thread, counted until answered
+            for conn in list(self.reading):
+                del self.reading[conn]
+                self.poller.unregister(conn.sock)
+                conn.data_ready = True
+                self.nr_conns += 1
+                self.enqueue_req(conn)
+            return
         now = time.monotonic()
         for conn in [c for c, deadline in self.reading.items() if deadline <= now]:
             self.drop(conn, 408)
