@@ -6,29 +6,16 @@ Lexicon that says whether a text is fully accounted for and which symptoms it na
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable, Mapping
 
+from .model import tokens
 from .toml_file import TomlFile
 
 POSITIVE = ("all", "expected", "benign")  # classes that let a Condition or a text count as accounted for
 RANGE_KINDS = ("excluded", "symptom", "therapy", "benign")
-TOKEN = re.compile(r"[a-z0-9]+|\?")
 NEGATIONS = frozenset({"not", "no", "never", "non"})  # beside a status: it says the opposite
-DASHES = dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u00ad"), "-")
-
-
-def normal(text: str) -> str:
-    """Case folded, Unicode compatibility forms, every dash a hyphen."""
-    return unicodedata.normalize("NFKC", text).translate(DASHES).casefold()
-
-
-@lru_cache(maxsize=20_000)  # a record repeats the same few displays and texts
-def tokens(text: str) -> tuple[str, ...]:
-    """The words of a text as the lexicon compares them: hyphens and punctuation split words."""
-    return tuple(TOKEN.findall(normal(text)))
 
 
 @lru_cache(maxsize=1)
@@ -77,7 +64,7 @@ class Lexicon:
         found, uncovered, covered_to = [], [], 0
         for i, word in enumerate(words):
             for n in self.lengths.get(word, ()):
-                if (hit := self.phrases.get(words[i:i + n])) and i + n <= len(words):
+                if hit := self.phrases.get(words[i:i + n]):
                     found.append(Found(hit[0], hit[1], i, i + n))
                     covered_to = max(covered_to, i + n)
                     break
@@ -159,7 +146,7 @@ def read(f: TomlFile, lexicon: TomlFile, all_words: Iterable[str], staging_words
                for code, words in f.get(status, axis, "status", dict).items()}
         status_words[axis] = {code: frozenset().union(*(w for c, w in own.items() if c != code)) - words | NEGATIONS
                               for code, words in own.items()}
-    family = re.compile(r"(?i)\b(?:family history|family hx|fhx|fh)\b[^,;.\n]*")
+    family = re.compile(r"(?i)\b(?:" + "|".join(map(re.escape, f.strings(text, "family", "text"))) + r")\b[^,;.\n]*")
     source = f.get(built, "source", "", dict)
     return Episode(days, tuple(ranges), codes, Lexicon.of(entries), family, status_words,
                    f"{source.get('ontology')} {source.get('version')} ({source.get('package')})")

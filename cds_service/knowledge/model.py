@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import re
+import unicodedata
+from functools import lru_cache
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -328,12 +330,19 @@ class Knowledge:
 
 
 LEUKEMIA = re.compile(r"(?i:leuka?emia)|(?<!\w)(?:[BT]-)?ALL(?!\w)")
-DASHES = dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2014\u2015\u2212"), "-")
+TOKEN = re.compile(r"[a-z0-9]+|\?")
+DASHES = dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u00ad"), "-")
 
 
+def normal(text: str) -> str:
+    """Case folded, Unicode compatibility forms, every dash a hyphen."""
+    return unicodedata.normalize("NFKC", text).translate(DASHES).casefold()
+
+
+@lru_cache(maxsize=20_000)  # a record repeats the same few displays and texts
 def tokens(text: str) -> tuple[str, ...]:
-    from .episode import tokens as words  # the lexicon's words
-    return words(text)
+    """The words of a text as the lexicon compares them: hyphens and punctuation split words."""
+    return tuple(TOKEN.findall(normal(text)))
 
 
 def normalise(system_key: str, code: str) -> str:
