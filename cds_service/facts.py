@@ -14,7 +14,8 @@ from datetime import date, datetime, timedelta
 from typing import Any, Iterable, Mapping
 
 from .knowledge import Knowledge
-from .knowledge.episode import POSITIVE, icd10cm, tokens
+from .knowledge.episode import POSITIVE, icd10cm
+from .knowledge.model import tokens
 
 CLINICAL_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 VERIFICATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
@@ -98,6 +99,18 @@ class PatientFacts:
 
 def listed(value: Any) -> list:
     return value if isinstance(value, list) else [value] if isinstance(value, dict) else []
+
+
+def entries(value: Any) -> list:
+    """The items of a repeating element as sent, however malformed: a lone item of any type counts
+    (a note sent as a bare string is still read); an absent element has none."""
+    return value if isinstance(value, list) else [] if value is None else [value]
+
+
+def annotation(item: Any) -> Any:
+    """The text of an Annotation (a note), or the item itself when it is not one (a bare string is text;
+    anything else cannot be read and is named as such)."""
+    return item["text"] if isinstance(item, dict) and "text" in item else item
 
 
 def concept_codings(concept: Any) -> list[dict]:
@@ -337,16 +350,17 @@ def contradiction(resource: dict, day: date | None, born: date | None, today: da
 
 def all_details(resource: dict) -> list[tuple[str, Any]]:
     """The elements of an ALL Condition that say more about it: notes, stage, evidence, body site."""
-    found: list[tuple[str, Any]] = [("note", n.get("text")) for n in listed(resource.get("note"))
-                                    if isinstance(n, dict)]
-    for stage in listed(resource.get("stage")):
-        if isinstance(stage, dict):
-            found += [("stage", stage.get("summary")), ("stage", stage.get("type"))]
-    for item in listed(resource.get("evidence")):
+    found: list[tuple[str, Any]] = [("note", annotation(n)) for n in entries(resource.get("note"))]
+    for stage in entries(resource.get("stage")):
+        found += [("stage", stage.get("summary")), ("stage", stage.get("type"))] if isinstance(stage, dict) \
+            else [("stage", stage)]
+    for item in entries(resource.get("evidence")):
         if isinstance(item, dict):
-            found += [("evidence", c) for c in listed(item.get("code"))]
-            found += [("evidence", d.get("display")) for d in listed(item.get("detail")) if isinstance(d, dict)]
-    found += [("body site", c) for c in listed(resource.get("bodySite"))]
+            found += [("evidence", c) for c in entries(item.get("code"))]
+            found += [("evidence", d.get("display") if isinstance(d, dict) else d) for d in entries(item.get("detail"))]
+        else:
+            found.append(("evidence", item))
+    found += [("body site", c) for c in entries(resource.get("bodySite"))]
     return [(name, value) for name, value in found if value is not None]
 
 
@@ -381,8 +395,12 @@ def condition_evidence(resource: dict, knowledge: Knowledge, born: date | None, 
         for name, value in all_details(resource):
             found = concept_evidence([value], knowledge, f"{source} ({name})", False)
             evidence += [e for e in found if e.kind in EXCLUDING and e.kind not in {x.kind for x in evidence}]
+            if gaps is None or found:
+                continue
+            if not concept_texts(value) and not concept_codings(value):
+                gaps.append(Gap("Condition", "unclassified", f"the {name} of the ALL diagnosis could not be read"))
             for text in concept_texts(value):
-                if not account(text, knowledge, notes=True)[0] and gaps is not None and not found:
+                if not account(text, knowledge, notes=True)[0]:
                     gaps.append(Gap("Condition", "unclassified",
                                     f"the {name} of the ALL diagnosis could not be classified: '{text[:80]}'"))
     for e in evidence:
@@ -453,8 +471,9 @@ def sex_data(resource: dict | None, codes: Mapping[str, str]) -> tuple[str, ...]
     """Every sex datum the Patient records beside Patient.gender, as male, female or unknown: US Core
     birth sex, US Core sex, and the sex parameter for clinical use (`codes`: what each code means)."""
     found = []
-    for ext in listed(resource.get("extension")) if isinstance(resource, dict) else []:
+    for ext in entries(resource.get("extension")) if isinstance(resource, dict) else []:
         if not isinstance(ext, dict):
+            found.append("unknown")  # an extension that cannot be read could be a sex datum
             continue
         url = ext.get("url")
         if url in (BIRTH_SEX, US_CORE_SEX):
@@ -564,10 +583,10 @@ class Indication:
 
 def order_texts(order: dict) -> list[tuple[str, Any]]:
     """The free text an order carries beside its reasons: notes, order details, supporting-info names."""
-    found: list[tuple[str, Any]] = [("note", n.get("text")) for n in listed(order.get("note")) if isinstance(n, dict)]
-    found += [("order detail", c) for c in listed(order.get("orderDetail"))]
-    found += [("supporting information", r.get("display")) for r in listed(order.get("supportingInfo"))
-              if isinstance(r, dict)]
+    found: list[tuple[str, Any]] = [("note", annotation(n)) for n in entries(order.get("note"))]
+    found += [("order detail", c) for c in entries(order.get("orderDetail"))]
+    found += [("supporting information", r.get("display") if isinstance(r, dict) else r)
+              for r in entries(order.get("supportingInfo"))]
     return [(name, value) for name, value in found if value is not None]
 
 
@@ -585,16 +604,16 @@ def order_indication(order: dict, conditions: Mapping[str, dict], knowledge: Kno
     contained = {f"#{r.get('id')}": r for r in listed(order.get("contained"))
                  if isinstance(r, dict) and r.get("resourceType") == "Condition"}
     evidence: list[Evidence] = []
-    staging: list[bool] = []
+    staging: list[bool | None] = []  # per reason: staging, another question, or unknown (unclassified)
     stated: list[str] = []
     unclassified: list[Gap] = []
     staging_text = knowledge.policies.staging_text
 
-    def classify(what: str, concept: Any) -> list[Evidence]:
-        """The concept's evidence; an unclassified Gap (and an unknown staging) when not accounted for."""
+    def classify(what: str, concept: Any) -> tuple[list[Evidence], bool]:
+        """(the concept's evidence, whether it is accounted for); an unclassified Gap when it is not."""
         found = concept_evidence([concept], knowledge, source, False)
         if any(e.kind in EXCLUDING for e in found):
-            return found
+            return found, True
         coded = {e.kind for e in found}
         texts = concept_texts(concept)
         accounted = [account(t, knowledge, notes=what != "reason") for t in texts]
@@ -603,42 +622,43 @@ def order_indication(order: dict, conditions: Mapping[str, dict], knowledge: Kno
                 "a code the service does not know"
             unclassified.append(Gap(kind, "unclassified", f"the {what} of {kind}/{oid} could not be classified: "
                                                           f"'{text[:80]}'"))
-            staging.append(None)
-        return found
+            return found, False
+        return found, True
 
-    for concept in listed(order.get("reasonCode")):
+    for concept in entries(order.get("reasonCode")):
         if is_empty(concept):
             continue
-        before = len(staging)
-        found = classify("reason", concept)
+        found, classified = classify("reason", concept)
         evidence += found
         kinds = {e.kind for e in found}
         words = concept_texts(concept)
         stated.append(words[0] if words else "a coded reason")
-        if len(staging) == before:  # classified: staging or not
-            staging.append(kinds <= {"all"} and ("all" in kinds or any(staging_text.search(t) for t in words)))
-    for reference in listed(order.get("reasonReference")):
+        staging.append(kinds <= {"all"} and ("all" in kinds or any(staging_text.search(t) for t in words))
+                       if classified else None)
+    for reference in entries(order.get("reasonReference")):
         ref = reference.get("reference") if isinstance(reference, dict) else None
         condition = contained.get(ref) or conditions.get(ref) if isinstance(ref, str) else None
         label = reference.get("display") if isinstance(reference, dict) and isinstance(reference.get("display"), str) else None
         stated.append(label or (ref if isinstance(ref, str) else "a reason that could not be read"))
         if condition is None:
-            before = len(staging)
-            evidence += classify("reason", label) if label else []
-            if len(staging) == before:
-                staging.append(False)  # a reason that cannot be read is not known to be staging
+            found, classified = classify("reason", label) if label else ([], True)
+            evidence += found
+            staging.append(False if classified else None)  # a reason that cannot be read is not known to be staging
             continue
         found = condition_evidence(condition, knowledge, born, valid=False, source=f"{source} ({ref})", as_reason=True)
         evidence += found
         kinds = {e.kind for e in found}
-        if not kinds & set(ALL_KINDS + EXCLUDING) and (what := unaccounted(condition, knowledge)):
+        if not kinds & SCOPE_KINDS and (what := unaccounted(condition, knowledge)):
             unclassified.append(Gap(kind, "unclassified", f"the reason of {kind}/{oid} could not be classified: "
                                                           f"'{what[:80]}'"))
             staging.append(None)
         else:
             staging.append(bool(found) and kinds <= set(ALL_KINDS) and "all" in kinds)
     for what, value in order_texts(order) if details else ():
-        evidence += classify(what, value)
+        found, classified = classify(what, value)
+        evidence += found
+        if not classified:
+            staging.append(None)
     if order.get("doNotPerform") is True:
         staging.append(False)
     # False when any reason is another question; None when none is, but one could not be classified

@@ -126,6 +126,31 @@ def test_a_local_status_code_that_names_no_status_is_let_be(client):
     assert rated(client, request(TODAY, [dx]))
 
 
+@pytest.mark.parametrize("shape", [
+    {"note": "Mediastinal mass"}, {"note": 7}, {"note": [{"authorString": "Dr X"}]}, {"stage": "CNS3"},
+    {"evidence": [1]}, {"bodySite": "Anterior mediastinum"},
+], ids=["note-bare-string", "note-number", "note-without-text", "stage-bare-string", "evidence-number",
+        "body-site-bare-string"])
+def test_malformed_details_of_the_all_diagnosis_are_read_or_withhold(client, shape):
+    """Elements of the ALL Condition sent in the wrong shape are read leniently (a bare string is text);
+    what cannot be read at all withholds the rating."""
+    assert not rated(client, request(TODAY, [epic_all(TODAY, **shape)]))
+
+
+def test_a_malformed_note_that_is_accounted_for_still_rates(client):
+    assert rated(client, request(TODAY, [epic_all(TODAY, note="Diagnosed by bone marrow aspirate")]))
+
+
+def test_a_bare_string_reason_on_another_order_of_the_basket_is_read(client):
+    assert not rated(client, request(TODAY, [epic_all(TODAY)], basket=[order("mri-1", "70553", reasonCode="Headache")]))
+
+
+def test_an_unreadable_patient_extension_gives_no_boys_only_rating(client):
+    body = IN_SCOPE["boy-birth-sex-agrees"](TODAY)
+    body["prefetch"]["patient"]["extension"] = "birth sex: F"
+    assert not rated(client, body)
+
+
 # -- the property ---------------------------------------------------------------------------------
 
 UNKNOWN_WORD = st.text(alphabet="bcdfghjklmnpqrstvwxz", min_size=5, max_size=10)  # no vowels: no known word
